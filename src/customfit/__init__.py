@@ -1,0 +1,30 @@
+"""customfit: one training step, two drivers (keras.Model.fit and a loop).
+
+Who owns what:
+
+- `model.py`: `CustomModel`, Keras' default step split into hooks (the math);
+- `loop.py`: `ManualLoop`, epochs, batches and callbacks as a Python loop;
+- `steps.py`: a step turned into a compiled, distributed function;
+- `data.py`: user input checked and turned into batches, epoch by epoch;
+- `errors.py`: the error types and how their messages read;
+- `_keras_compat.py`: the few private Keras names used, in one place.
+"""
+
+from customfit.errors import CustomFitError
+from customfit.errors import InputTypeError
+from customfit.errors import InputValueError
+from customfit.errors import NotCompiledError
+from customfit.loop import ManualLoop
+from customfit.model import CustomModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CustomFitError",
+    "CustomModel",
+    "InputTypeError",
+    "InputValueError",
+    "ManualLoop",
+    "NotCompiledError",
+    "__version__",
+]

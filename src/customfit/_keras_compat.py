@@ -1,0 +1,57 @@
+"""Every private Keras name customfit uses, in one place.
+
+Keras 3 has no public API for these. Each one is used exactly as
+`keras.Model.fit` uses it, which is what makes ManualLoop give the same
+batches and the same logs as fit. `tests/test_keras_compat.py` pins the shape
+of each, so a Keras release that changes one fails there, plainly, and not
+somewhere deep in a training run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The data adapters turn arrays, tf.data, generators and PyDatasets into a
+# tf.data.Dataset of (x, y, sample_weight) batches; they also turn
+# class_weight into sample weights. fit builds its batches with them.
+from keras.src.trainers.data_adapters import get_data_adapter  # noqa: F401
+from keras.src.trainers.data_adapters.array_slicing import (  # noqa: F401
+    train_validation_split,
+)
+
+# CallbackList flattens logs and turns tensors into floats with this; evaluate
+# returns logs passed through it.
+from keras.src.utils.python_utils import pythonify_logs  # noqa: F401
+
+
+def loss_tracker(model) -> Any:
+    """The `keras.metrics.Mean` named "loss" that fit reports as `loss`."""
+    return model._loss_tracker
+
+
+def initial_epoch_override(model) -> int | None:
+    """The epoch a callback asked to resume from (BackupAndRestore sets it)."""
+    return getattr(model, "_initial_epoch", None)
+
+
+def epoch_logs(model, step_logs: Any) -> Any:
+    """The model's metric results when a step returned exactly those keys.
+
+    fit reports metric results read at the end of an epoch, not the last
+    step's logs, unless a custom step returned other keys.
+    """
+    return model._get_metrics_result_or_logs(step_logs)
+
+
+def flatten_metrics_in_order(model, logs: dict) -> Any:
+    """evaluate's non-dict return: metric values in `model.metrics` order."""
+    return model._flatten_metrics_in_order(logs)
+
+
+def compile_token(model) -> Any:
+    """An object `compile()` replaces on every call (compiled steps expire).
+
+    `compile()` resets fit's cached train function; ManualLoop compares this
+    token to know when its own compiled steps must be rebuilt.
+    """
+    return model._loss_tracker

@@ -1,0 +1,384 @@
+"""User input to batches: checks it at the door, then yields it epoch by epoch.
+
+`batches(...)` accepts what `keras.Model.fit` accepts (numpy arrays, tensors,
+dicts of arrays, a batched `tf.data.Dataset` yielding `x`, `(x, y)` or
+`(x, y, sample_weight)`, a Keras `PyDataset`) and returns `Batches`: the same
+batches fit would build (through Keras' own data adapters), distributed over
+the model's `tf.distribute` strategy, handed out in chunks of
+`steps_per_execution` with fit's step numbering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from customfit import _keras_compat
+from customfit.errors import InputTypeError
+from customfit.errors import InputValueError
+from customfit.errors import message
+
+
+class Batches:
+    """The batches of one input, iterated one epoch at a time as fit does.
+
+    Iterating gives `(first_step, last_step, iterator)` once per call of the
+    compiled step function: the function takes up to `steps_per_execution`
+    batches from `iterator`. With `steps_per_epoch` set, the iterator carries
+    over from one epoch to the next (so an infinite dataset keeps flowing);
+    otherwise each epoch starts a fresh pass over the data.
+
+    Build one with `customfit.data.batches(...)`.
+
+    Attributes:
+        dataset: The (possibly distributed) dataset of batches.
+        steps_per_epoch: The steps the user asked for per epoch, or None.
+        steps_per_execution: Batches per call of the step function.
+    """
+
+    def __init__(
+        self,
+        adapter: Any,
+        *,
+        strategy: tf.distribute.Strategy,
+        steps_per_epoch: int | None,
+        steps_per_execution: int,
+    ):
+        self._adapter = adapter
+        self.dataset = strategy.experimental_distribute_dataset(
+            adapter.get_tf_dataset()
+        )
+        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_execution = steps_per_execution
+        self._num_batches = adapter.num_batches
+        self._iterator = None
+        self._steps_seen = 0
+
+    @property
+    def num_batches(self) -> int | None:
+        """Steps in one epoch, or None until a pass of unknown size ends."""
+        return self.steps_per_epoch or self._num_batches
+
+    def __iter__(self) -> Iterator[tuple[int, int, Any]]:
+        self._adapter.on_epoch_begin()
+        steps = self.num_batches
+        if steps:
+            yield from self._known_length_epoch(steps)
+        else:
+            yield from self._unknown_length_epoch()
+        self._adapter.on_epoch_end()
+
+    def _known_length_epoch(self, steps: int):
+        spe = self.steps_per_execution
+        if self._iterator is None or self.steps_per_epoch is None:
+            self._iterator = iter(self.dataset)
+            self._steps_seen = 0
+        for step in range(0, steps, spe):
+            if self._num_batches and self._steps_seen >= self._num_batches:
+                if self.steps_per_epoch:
+                    _warn_out_of_data()
+                break
+            self._steps_seen += spe
+            yield step, step + spe - 1, self._iterator
+        if self._num_batches and self._steps_seen >= self._num_batches:
+            self._iterator = None
+
+    def _unknown_length_epoch(self):
+        spe = self.steps_per_execution
+        iterator = iter(self.dataset)
+        step = 0
+        while True:
+            self._steps_seen = step + spe
+            yield step, step + spe - 1, iterator
+            step += spe
+
+    @contextlib.contextmanager
+    def stop_when_exhausted(self):
+        """Ends the epoch quietly when the step function runs out of data.
+
+        The step functions of `customfit.steps` raise `StopIteration` when
+        their iterator is empty. The first pass over data of unknown length
+        learns the number of batches here.
+        """
+        try:
+            yield
+        except StopIteration:
+            if self._num_batches is None:
+                self._num_batches = self._steps_seen
+            if self.steps_per_epoch:
+                _warn_out_of_data()
+            self._iterator = None
+            self._adapter.on_epoch_end()
+
+
+def batches(
+    x: Any,
+    y: Any = None,
+    *,
+    sample_weight: Any = None,
+    batch_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    shuffle: bool | str = False,
+    class_weight: dict[int, float] | None = None,
+    steps_per_execution: int = 1,
+    strategy: tf.distribute.Strategy | None = None,
+    argument: str = "x",
+) -> Batches:
+    """Checks user input and returns its `Batches`, as fit would batch it.
+
+    Args:
+        x: Inputs: arrays, tensors, a dict or list of them, a batched
+            `tf.data.Dataset` or a `keras.utils.PyDataset`.
+        y: Targets, when `x` holds only the inputs.
+        sample_weight: Per-sample weights, when `x` holds only the inputs.
+        batch_size: Samples per batch for array input (default 32).
+        steps_per_epoch: Batches per epoch; required for infinite datasets.
+        shuffle: Whether to shuffle array input each epoch (`"batch"`
+            shuffles within batches).
+        class_weight: Maps class index to a weight; becomes sample weights.
+        steps_per_execution: Batches per call of the step function.
+        strategy: The `tf.distribute` strategy to distribute batches over;
+            the current (default) strategy when None.
+        argument: The argument name used in error messages.
+
+    Returns:
+        A `Batches` over the input.
+
+    Raises:
+        InputValueError: If the input is empty, unbatched, infinite without
+            `steps_per_epoch`, or inconsistent with `y` or `batch_size`.
+        InputTypeError: If `x` is of a type no data adapter accepts.
+    """
+    check_input(
+        x,
+        y,
+        sample_weight=sample_weight,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        argument=argument,
+    )
+    adapter = _keras_compat.get_data_adapter(
+        x=x,
+        y=y,
+        sample_weight=sample_weight,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        shuffle=shuffle and not isinstance(x, tf.data.Dataset),
+        class_weight=class_weight,
+    )
+    return Batches(
+        adapter,
+        strategy=strategy or tf.distribute.get_strategy(),
+        steps_per_epoch=steps_per_epoch,
+        steps_per_execution=steps_per_execution,
+    )
+
+
+def check_input(
+    x: Any,
+    y: Any = None,
+    *,
+    sample_weight: Any = None,
+    batch_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    argument: str = "x",
+) -> None:
+    """Raises a customfit error if `x` (with `y`) cannot be batched as given.
+
+    Args:
+        x: The input, as passed to `fit`, `evaluate` or `predict`.
+        y: The targets, as passed.
+        sample_weight: The sample weights, as passed.
+        batch_size: The batch size, as passed.
+        steps_per_epoch: The steps per epoch (or `steps`), as passed.
+        argument: The argument name used in error messages.
+
+    Raises:
+        InputValueError: For a value that cannot work (see `batches`).
+        InputTypeError: For `x` of an unsupported type.
+    """
+    _check_steps(steps_per_epoch, argument)
+    if x is None:
+        raise InputValueError(
+            message(
+                f"`{argument}` is missing.",
+                expected="arrays, a dict of arrays, or a batched "
+                "tf.data.Dataset",
+                received=f"{argument}=None",
+                fix=f"pass your training data as `{argument}`",
+            )
+        )
+    if isinstance(x, tf.data.Dataset):
+        _check_dataset(
+            x, y, sample_weight, batch_size, steps_per_epoch, argument
+        )
+    elif isinstance(x, keras.utils.PyDataset):
+        return
+    else:
+        _check_arrays(x, y, sample_weight, argument)
+
+
+def element_structure(x: Any, y: Any = None) -> Any:
+    """The nested structure of one input's `x` part (for comparing inputs).
+
+    Args:
+        x: Arrays, a dict of arrays, or a dataset.
+        y: The targets, when `x` holds only inputs.
+
+    Returns:
+        The structure of `x` with every leaf replaced by `None`.
+    """
+    if isinstance(x, tf.data.Dataset):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(x.element_spec)
+    elif isinstance(x, tuple) and y is None and len(x) in (2, 3):
+        x = x[0]  # validation_data=(x_val, y_val[, sample_weight_val])
+    return tf.nest.map_structure(lambda _: None, x)
+
+
+def _check_steps(steps: int | None, argument: str) -> None:
+    name = "steps" if argument != "x" else "steps_per_epoch"
+    if steps is None:
+        return
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise InputTypeError(
+            message(
+                f"`{name}` must be a whole number.",
+                expected=f"{name}=<int >= 1> or None",
+                received=f"{name}={steps!r} (type: {type(steps).__name__})",
+                fix=f"pass {name}=int(...)",
+            )
+        )
+    if steps < 1 and steps != -1:
+        raise InputValueError(
+            message(
+                f"`{name}` must be at least 1.",
+                expected=f"{name} >= 1, or None for one pass over the data",
+                received=f"{name}={steps}",
+                fix=f"pass {name}=1 or more, or leave it out",
+            )
+        )
+
+
+def _check_dataset(dataset, y, sample_weight, batch_size, steps, argument):
+    for name, value in (("y", y), ("sample_weight", sample_weight)):
+        if value is not None:
+            raise InputValueError(
+                message(
+                    f"`{name}` cannot be given when `{argument}` is a "
+                    "tf.data.Dataset.",
+                    expected=f"{name}=None, with the dataset yielding "
+                    "(x, y) or (x, y, sample_weight)",
+                    received=f"{name}=<{type(value).__name__}>",
+                    fix=f"put the {name} into the dataset: "
+                    "tf.data.Dataset.from_tensor_slices((x, y, ...)), "
+                    f"and drop the `{name}` argument",
+                )
+            )
+    if batch_size is not None:
+        raise InputValueError(
+            message(
+                f"`batch_size` cannot be given when `{argument}` is a "
+                "tf.data.Dataset: the dataset sets its own batches.",
+                expected="batch_size=None",
+                received=f"batch_size={batch_size}",
+                fix="drop `batch_size`, or batch the dataset with "
+                "dataset.batch(...)",
+            )
+        )
+    cardinality = int(dataset.cardinality())
+    if cardinality == 0:
+        raise InputValueError(
+            message(
+                f"`{argument}` is an empty dataset.",
+                expected="a dataset with at least one batch",
+                received=f"{argument}=<{type(dataset).__name__}> with "
+                "cardinality 0",
+                fix="check the dataset's source, filters, take()/skip(), "
+                "and that batch(..., drop_remainder=True) leaves a batch",
+            )
+        )
+    if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
+        raise InputValueError(
+            message(
+                f"`steps_per_epoch` is required when `{argument}` is an "
+                "infinite dataset.",
+                expected="steps_per_epoch=<int>, or a dataset without "
+                ".repeat()",
+                received=f"steps_per_epoch=None, {argument}="
+                f"<{type(dataset).__name__} element_spec="
+                f"{dataset.element_spec}>",
+                fix="pass steps_per_epoch=<batches per epoch>, or remove "
+                ".repeat()",
+            )
+        )
+    components = tf.nest.flatten(dataset.element_spec)
+    if any(
+        isinstance(spec, tf.TensorSpec) and spec.shape.rank == 0
+        for spec in components
+    ):
+        raise InputValueError(
+            message(
+                f"`{argument}` looks unbatched: a batched dataset yields "
+                "tensors with a batch dimension first, and this one yields "
+                "scalars.",
+                expected="a batched dataset, e.g. dataset.batch(64)",
+                received=f"element_spec={dataset.element_spec}",
+                fix="call .batch(batch_size) on the dataset before passing it",
+            )
+        )
+
+
+def _check_arrays(x, y, sample_weight, argument):
+    lengths = {}
+    for name, value in (
+        (argument, x),
+        ("y", y),
+        ("sample_weight", sample_weight),
+    ):
+        for leaf in tf.nest.flatten(value):
+            if leaf is None:
+                continue
+            shape = getattr(leaf, "shape", None)
+            if shape is None or len(shape) == 0:
+                continue
+            lengths.setdefault(name, set()).add(int(shape[0]))
+    counts = set().union(*lengths.values()) if lengths else set()
+    if len(counts) > 1:
+        received = ", ".join(
+            f"{name}: {sorted(n)}" for name, n in lengths.items()
+        )
+        raise InputValueError(
+            message(
+                f"`{argument}`, `y` and `sample_weight` must hold the same "
+                "number of samples.",
+                expected="arrays whose first dimensions are equal",
+                received=f"first dimensions {received}",
+                fix="slice the arrays to the same length, or check that "
+                "x and y come from the same split",
+            )
+        )
+    if 0 in counts:
+        raise InputValueError(
+            message(
+                f"`{argument}` holds no samples.",
+                expected="arrays with at least one sample",
+                received=f"first dimension 0 in {argument}",
+                fix="check how the arrays were loaded or sliced",
+            )
+        )
+
+
+def _warn_out_of_data() -> None:
+    warnings.warn(
+        "Your input ran out of data; interrupting training. Make sure that "
+        "your dataset or generator can generate at least "
+        "`steps_per_epoch * epochs` batches. You may need to use the "
+        "`.repeat()` function when building your dataset.",
+        stacklevel=4,
+    )

@@ -1,0 +1,57 @@
+"""The error types customfit raises, and the one way their messages read.
+
+Every message answers four questions, in this order: what is wrong (naming
+the argument), what was expected, what was received, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class CustomFitError(Exception):
+    """Base class of every error customfit raises on its own account."""
+
+
+class InputValueError(CustomFitError, ValueError):
+    """An argument has the right type but an unusable value."""
+
+
+class InputTypeError(CustomFitError, TypeError):
+    """An argument has a type customfit cannot work with."""
+
+
+class NotCompiledError(CustomFitError, ValueError):
+    """The model must be compiled before it can be trained or evaluated."""
+
+
+def message(what: str, *, expected: str, received: str, fix: str) -> str:
+    """Renders an error message in customfit's four-part form.
+
+    Args:
+        what: One sentence naming the argument and the problem.
+        expected: What a valid value looks like.
+        received: What was passed (keep it short: a repr or a type).
+        fix: What the user can change to make the call work.
+
+    Returns:
+        The message, one part per line.
+
+    Example:
+
+    >>> print(message("`epochs` must be positive.", expected="epochs >= 1",
+    ...               received="epochs=0", fix="pass epochs=1 or more."))
+    `epochs` must be positive.
+    Expected: epochs >= 1.
+    Received: epochs=0.
+    Fix: pass epochs=1 or more.
+    """
+    return (
+        f"{what}\n"
+        f"Expected: {_sentence(expected)}\n"
+        f"Received: {_sentence(received)}\n"
+        f"Fix: {_sentence(fix)}"
+    )
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "?", "!")) else text + "."

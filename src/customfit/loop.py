@@ -1,0 +1,549 @@
+"""ManualLoop: fit, evaluate and predict as plain Python loops."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+
+from customfit import _keras_compat
+from customfit import data
+from customfit import steps
+from customfit.errors import InputTypeError
+from customfit.errors import InputValueError
+from customfit.errors import NotCompiledError
+from customfit.errors import message
+
+
+@dataclasses.dataclass
+class _FitPlan:
+    """Everything `fit` decided before the first step."""
+
+    train: data.Batches
+    validation: data.Batches | None
+    validation_freq: int | list[int]
+    initial_epoch: int
+    epochs: int
+
+    def should_validate(self, epoch: int) -> bool:
+        if self.validation is None:
+            return False
+        if isinstance(self.validation_freq, int):
+            return (epoch + 1) % self.validation_freq == 0
+        return epoch + 1 in self.validation_freq
+
+
+class ManualLoop:
+    """Trains, evaluates and predicts with a Keras model in a plain loop.
+
+    `ManualLoop(model).fit(...)` takes the arguments of `model.fit(...)` and
+    returns what it returns, but the epochs and batches are a Python loop you
+    can read (and step through) in `customfit/loop.py`. Each batch runs the
+    model's own `train_step`, compiled as fit compiles it, so with the same
+    seeds and data order the two give bitwise-equal weights and History.
+
+    Works with any compiled Keras 3 model on the TensorFlow backend: a
+    `customfit.CustomModel`, a `keras.Sequential`, a functional or a
+    subclassed `keras.Model`.
+
+    Args:
+        model: The compiled Keras model to drive.
+        run_eagerly: Run the steps uncompiled, so a breakpoint or a `print`
+            in `train_step` fires on every batch. None (default) follows
+            `model.run_eagerly`.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from customfit import ManualLoop
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.zeros((64, 4)), np.zeros((64, 1))
+    history = ManualLoop(model).fit(x, y, batch_size=16, epochs=2, verbose=0)
+    ```
+    """
+
+    def __init__(self, model: keras.Model, *, run_eagerly: bool | None = None):
+        _check_model(model)
+        self.model = model
+        self.run_eagerly = run_eagerly
+        self._functions: dict[str, steps.StepFunction] = {}
+        self._functions_key: Any = None
+
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: int | str = "auto",
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: bool | str = True,
+        class_weight: dict[int, float] | None = None,
+        sample_weight: Any = None,
+        initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_batch_size: int | None = None,
+        validation_freq: int | list[int] = 1,
+    ) -> keras.callbacks.History:
+        """Trains the model for `epochs` epochs; arguments as `Model.fit`.
+
+        Returns:
+            The `keras.callbacks.History` of the run (`model.history`).
+
+        Raises:
+            NotCompiledError: If the model was not compiled.
+            InputValueError, InputTypeError: For input that cannot work,
+                before any step runs.
+        """
+        plan = self._check_fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size,
+            validation_freq=validation_freq,
+        )
+        model = self.model
+        callbacks = self._callback_list(
+            callbacks, verbose, epochs, plan.train.num_batches, history=True
+        )
+        model.stop_training = False
+        callbacks.on_train_begin()
+        initial_epoch = _keras_compat.initial_epoch_override(model) or (
+            plan.initial_epoch
+        )
+        logs = None
+        for epoch in range(initial_epoch, epochs):
+            model.reset_metrics()
+            callbacks.on_epoch_begin(epoch)
+            logs = self.train_epoch(plan.train, callbacks)
+            if plan.should_validate(epoch):
+                val_logs = self.evaluate_epoch(plan.validation, callbacks)
+                logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            callbacks.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        self._finalize_optimizer(epochs)
+        callbacks.on_train_end(logs)
+        return model.history
+
+    def evaluate(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        verbose: int | str = "auto",
+        sample_weight: Any = None,
+        steps: int | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """Evaluates the model in one pass; arguments as `Model.evaluate`.
+
+        Returns:
+            The loss as a float when it is the only metric, else a list in
+            `model.metrics_names` order, or a dict when `return_dict=True`.
+        """
+        _check_compiled(self.model, "evaluate")
+        _check_callbacks(callbacks)
+        batches = data.batches(
+            x,
+            y,
+            sample_weight=sample_weight,
+            batch_size=batch_size,
+            steps_per_epoch=steps,
+            steps_per_execution=self.model.steps_per_execution,
+            strategy=self.model.distribute_strategy,
+        )
+        callbacks = self._callback_list(
+            callbacks, verbose, 1, batches.num_batches, history=False
+        )
+        logs = self.evaluate_epoch(batches, callbacks)
+        if return_dict:
+            return logs
+        return _keras_compat.flatten_metrics_in_order(self.model, logs)
+
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int | str = "auto",
+        steps: int | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+    ) -> Any:
+        """Returns the model's predictions for `x`; arguments as `predict`.
+
+        Returns:
+            A numpy array, or a structure of them for multi-output models.
+        """
+        _check_callbacks(callbacks)
+        batches = data.batches(
+            x,
+            batch_size=batch_size,
+            steps_per_epoch=steps,
+            steps_per_execution=self.model.steps_per_execution,
+            strategy=self.model.distribute_strategy,
+        )
+        callbacks = self._callback_list(
+            callbacks, verbose, 1, batches.num_batches, history=False
+        )
+        predict_function = self._function("predict")
+        self.model.stop_predicting = False
+        callbacks.on_predict_begin()
+        outputs = []
+        with batches.stop_when_exhausted():
+            for first_step, last_step, iterator in batches:
+                callbacks.on_predict_batch_begin(first_step)
+                batch_outputs = predict_function(iterator)
+                outputs.append(batch_outputs)
+                callbacks.on_predict_batch_end(
+                    last_step, {"outputs": batch_outputs}
+                )
+                if self.model.stop_predicting:
+                    break
+        callbacks.on_predict_end()
+        return _concatenate(outputs)
+
+    def train_epoch(
+        self,
+        batches: data.Batches,
+        callbacks: keras.callbacks.CallbackList | None = None,
+    ) -> dict[str, Any]:
+        """Runs one epoch of training steps; returns the epoch's logs.
+
+        A building block for writing your own outer loop. It does not reset
+        the metrics: call `model.reset_metrics()` before each epoch, as
+        `fit` does.
+
+        Args:
+            batches: The training data, from `customfit.data.batches(...)`.
+            callbacks: A `keras.callbacks.CallbackList` to call per batch.
+
+        Returns:
+            The metric results after the epoch (tensors, not yet floats).
+        """
+        callbacks = callbacks or keras.callbacks.CallbackList()
+        train_function = self._function("train")
+        logs = {}
+        with batches.stop_when_exhausted():
+            for first_step, last_step, iterator in batches:
+                callbacks.on_train_batch_begin(first_step)
+                logs = train_function(iterator)
+                callbacks.on_train_batch_end(last_step, logs)
+                if self.model.stop_training:
+                    break
+        return dict(_keras_compat.epoch_logs(self.model, logs))
+
+    def evaluate_epoch(
+        self,
+        batches: data.Batches,
+        callbacks: keras.callbacks.CallbackList | None = None,
+    ) -> dict[str, float]:
+        """Runs one evaluation pass (resetting the metrics first).
+
+        A building block for writing your own outer loop; `fit` calls it for
+        validation and `evaluate` for evaluation.
+
+        Args:
+            batches: The evaluation data, from `customfit.data.batches(...)`.
+            callbacks: A `keras.callbacks.CallbackList` to call per batch.
+
+        Returns:
+            The metric results of the pass, as Python floats.
+        """
+        callbacks = callbacks or keras.callbacks.CallbackList()
+        test_function = self._function("test")
+        self.model.stop_evaluating = False
+        callbacks.on_test_begin()
+        self.model.reset_metrics()
+        logs = {}
+        with batches.stop_when_exhausted():
+            for first_step, last_step, iterator in batches:
+                callbacks.on_test_batch_begin(first_step)
+                logs = test_function(iterator)
+                callbacks.on_test_batch_end(last_step, logs)
+                if self.model.stop_evaluating:
+                    break
+        logs = _keras_compat.epoch_logs(self.model, logs)
+        logs = _keras_compat.pythonify_logs(logs)
+        callbacks.on_test_end(logs)
+        return logs
+
+    def _function(self, kind: str) -> steps.StepFunction:
+        """The compiled step function for `kind`, rebuilt after `compile()`."""
+        model = self.model
+        run_eagerly = (
+            model.run_eagerly if self.run_eagerly is None else self.run_eagerly
+        )
+        key = (
+            _keras_compat.compile_token(model),
+            run_eagerly,
+            model.jit_compile,
+            model.steps_per_execution,
+        )
+        if key != self._functions_key:
+            self._functions, self._functions_key = {}, key
+        if kind not in self._functions:
+            make = {
+                "train": steps.make_train_function,
+                "test": steps.make_test_function,
+                "predict": steps.make_predict_function,
+            }[kind]
+            self._functions[kind] = make(model, run_eagerly=run_eagerly)
+        return self._functions[kind]
+
+    def _callback_list(self, callbacks, verbose, epochs, num_batches, history):
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        return keras.callbacks.CallbackList(
+            callbacks,
+            add_history=history,
+            add_progbar=verbose != 0,
+            verbose=verbose,
+            epochs=epochs,
+            steps=num_batches,
+            model=self.model,
+        )
+
+    def _finalize_optimizer(self, epochs: int) -> None:
+        optimizer = self.model.optimizer
+        if isinstance(optimizer, keras.optimizers.Optimizer) and epochs > 0:
+            optimizer.finalize_variable_values(self.model.trainable_weights)
+
+    def _check_fit(
+        self,
+        x,
+        y,
+        *,
+        batch_size,
+        epochs,
+        callbacks,
+        validation_split,
+        validation_data,
+        shuffle,
+        class_weight,
+        sample_weight,
+        initial_epoch,
+        steps_per_epoch,
+        validation_steps,
+        validation_batch_size,
+        validation_freq,
+    ) -> _FitPlan:
+        """Checks every argument of `fit`; returns the plan it implies."""
+        model = self.model
+        _check_compiled(model, "fit")
+        _check_epochs(epochs, initial_epoch)
+        _check_callbacks(callbacks)
+        _check_weights(sample_weight, class_weight)
+        if validation_split and validation_data is None:
+            _check_validation_split(x, validation_split)
+            (x, y, sample_weight), validation_data = (
+                _keras_compat.train_validation_split(
+                    (x, y, sample_weight), validation_split=validation_split
+                )
+            )
+        strategy = model.distribute_strategy
+        spe = model.steps_per_execution
+        train = data.batches(
+            x,
+            y,
+            sample_weight=sample_weight,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            shuffle=shuffle,
+            class_weight=class_weight,
+            steps_per_execution=spe,
+            strategy=strategy,
+        )
+        validation = None
+        if validation_data is not None:
+            _check_validation_structure(x, y, validation_data)
+            val_x, val_y, val_sample_weight = (
+                keras.utils.unpack_x_y_sample_weight(validation_data)
+            )
+            validation = data.batches(
+                val_x,
+                val_y,
+                sample_weight=val_sample_weight,
+                batch_size=validation_batch_size or batch_size,
+                steps_per_epoch=validation_steps,
+                steps_per_execution=spe,
+                strategy=strategy,
+                argument="validation_data",
+            )
+        return _FitPlan(
+            train=train,
+            validation=validation,
+            validation_freq=validation_freq,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+        )
+
+
+def _concatenate(outputs: list[Any]) -> Any:
+    return keras.tree.map_structure(
+        lambda *parts: np.concatenate(parts), *outputs
+    )
+
+
+def _check_model(model: Any) -> None:
+    if isinstance(model, keras.Model):
+        return
+    hint = "pass a keras.Model (a CustomModel, Sequential or functional model)"
+    if callable(model) and not hasattr(model, "trainable_weights"):
+        hint = f"call the builder first: ManualLoop({_name(model)}())"
+    elif type(model).__module__.startswith(("tf_keras", "keras.api._v2")):
+        hint = (
+            "build the model with Keras 3 (`import keras`), not tf_keras / "
+            "tf.keras of Keras 2"
+        )
+    raise InputTypeError(
+        message(
+            "ManualLoop(model): `model` must be a keras.Model instance.",
+            expected="a CustomModel or any Keras 3 keras.Model",
+            received=f"model={_name(model)} (type: {type(model).__name__})",
+            fix=hint,
+        )
+    )
+
+
+def _check_compiled(model: keras.Model, method: str) -> None:
+    if not model.compiled:
+        raise NotCompiledError(
+            message(
+                f"ManualLoop.{method}: the model must be compiled first.",
+                expected="a model on which compile(...) was called",
+                received=f"{type(model).__name__} named {model.name!r}, "
+                "never compiled",
+                fix="call model.compile(optimizer=..., loss=..., "
+                f"metrics=...) before ManualLoop(model).{method}(...)",
+            )
+        )
+
+
+def _check_epochs(epochs: Any, initial_epoch: Any) -> None:
+    for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputTypeError(
+                message(
+                    f"`{name}` must be a whole number.",
+                    expected=f"{name}=<int>",
+                    received=f"{name}={value!r} (type: {type(value).__name__})",
+                    fix=f"pass {name}=int(...)",
+                )
+            )
+    if epochs < 0 or initial_epoch < 0 or epochs < initial_epoch:
+        raise InputValueError(
+            message(
+                "`epochs` is the index of the last epoch, so it must be at "
+                "least `initial_epoch` (both >= 0).",
+                expected="0 <= initial_epoch <= epochs",
+                received=f"epochs={epochs}, initial_epoch={initial_epoch}",
+                fix="pass the total number of epochs as `epochs` (to train "
+                "3 more epochs after 5, pass initial_epoch=5, epochs=8)",
+            )
+        )
+
+
+def _check_callbacks(callbacks: Any) -> None:
+    if callbacks is None or isinstance(callbacks, keras.callbacks.CallbackList):
+        return
+    for callback in keras.tree.flatten(callbacks):
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise InputTypeError(
+                message(
+                    "`callbacks` must hold keras.callbacks.Callback instances.",
+                    expected="a list of Keras 3 callbacks, e.g. "
+                    "[keras.callbacks.EarlyStopping()]",
+                    received=f"{_name(callback)} (type: "
+                    f"{type(callback).__name__})",
+                    fix="subclass keras.callbacks.Callback (from Keras 3, "
+                    "not tf_keras), or instantiate the class: "
+                    "EarlyStopping() rather than EarlyStopping",
+                )
+            )
+
+
+def _check_weights(sample_weight: Any, class_weight: Any) -> None:
+    if sample_weight is not None and class_weight is not None:
+        raise InputValueError(
+            message(
+                "`sample_weight` and `class_weight` cannot both be given.",
+                expected="one of them, or neither",
+                received=f"sample_weight=<{type(sample_weight).__name__}>, "
+                f"class_weight={class_weight}",
+                fix="fold the class weights into the sample weights: "
+                "sample_weight = sample_weight * class_weights[y]",
+            )
+        )
+
+
+def _check_validation_split(x: Any, validation_split: float) -> None:
+    if not 0.0 < validation_split < 1.0:
+        raise InputValueError(
+            message(
+                "`validation_split` is the fraction of samples held out.",
+                expected="0 < validation_split < 1",
+                received=f"validation_split={validation_split}",
+                fix="pass a fraction such as validation_split=0.2",
+            )
+        )
+    if isinstance(x, (keras.utils.PyDataset,)) or hasattr(x, "element_spec"):
+        raise InputValueError(
+            message(
+                "`validation_split` works only with array input, not with "
+                "a dataset (a dataset cannot be split without reading it).",
+                expected="numpy arrays or tensors as `x`, or "
+                "`validation_data=`",
+                received=f"x=<{type(x).__name__}>, "
+                f"validation_split={validation_split}",
+                fix="pass validation_data=<a second dataset>, e.g. from "
+                "dataset.take(n) and dataset.skip(n)",
+            )
+        )
+
+
+def _check_validation_structure(x: Any, y: Any, validation_data: Any) -> None:
+    train = data.element_structure(x)
+    validation = data.element_structure(validation_data)
+    try:
+        keras.tree.assert_same_structure(train, validation)
+    except (ValueError, TypeError):
+        raise InputValueError(
+            message(
+                "`validation_data` must have the same structure of inputs "
+                "as the training data.",
+                expected=f"inputs structured as {train}",
+                received=f"inputs structured as {validation}",
+                fix="build the validation data the same way as `x` "
+                "(same dict keys, same tuple length)",
+            )
+        ) from None
+
+
+def _name(value: Any) -> str:
+    name = getattr(value, "__qualname__", None) or getattr(
+        value, "__name__", None
+    )
+    if name and callable(value):
+        kind = "function" if not isinstance(value, type) else "class"
+        return f"<{kind} {name}>"
+    return f"<{type(value).__name__}>"

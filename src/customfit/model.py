@@ -1,0 +1,196 @@
+"""CustomModel: Keras' default training step, written out and split into hooks.
+
+`CustomModel.train_step` is the step `keras.Model.fit` runs by default on the
+TensorFlow backend (Keras 3.15, `keras/src/backend/tensorflow/trainer.py`),
+with each stage a small public method. Override one hook to change one stage;
+the rest, and both drivers (`fit` and `ManualLoop`), stay the same.
+
+    train_step(data)
+      x, y, sample_weight = unpack(data)
+      with GradientTape:
+          y_pred = forward(x, training=True)
+          loss = compute_loss(x, y, y_pred, sample_weight, training=True)
+          track_loss(loss, x)
+          loss = optimizer.scale_loss(loss)        # mixed precision
+      gradients = compute_gradients(tape, loss, trainable_weights)
+      apply_gradients(gradients, trainable_weights)
+      return compute_metrics(x, y, y_pred, sample_weight)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from customfit import _keras_compat
+
+
+class CustomModel(keras.Model):
+    """A `keras.Model` whose training step is written out in small hooks.
+
+    Use it as you would use `keras.Model`: subclass it (`__init__` + `call`)
+    or call it functionally (`CustomModel(inputs, outputs)`). With no
+    override it trains exactly as a plain `keras.Model` does, bitwise. To
+    change one stage of the step, override its hook:
+
+    | to change ...                   | override              |
+    | ------------------------------- | --------------------- |
+    | the forward pass                | `forward`             |
+    | the loss                        | `compute_loss`        |
+    | what the "loss" metric records  | `track_loss`          |
+    | how gradients are computed      | `compute_gradients`   |
+    | clipping, or a second optimizer | `apply_gradients`     |
+    | the whole step (a GAN)          | `train_step`          |
+
+    `keras.Model.fit` and `customfit.ManualLoop` both run these steps, so
+    either driver gives the same weights.
+
+    Example:
+
+    ```python
+    import keras
+    import customfit
+
+    class Clipped(customfit.CustomModel):
+        def apply_gradients(self, gradients, variables):
+            gradients = [keras.ops.clip(g, -1.0, 1.0) for g in gradients]
+            super().apply_gradients(gradients, variables)
+
+    inputs = keras.Input((4,))
+    model = Clipped(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    ```
+    """
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        """Runs one training step on one batch; returns the metric results.
+
+        Args:
+            data: One batch: `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`.
+
+        Returns:
+            A dict of metric names to scalar tensors, as `compute_metrics`
+            returns them.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self.forward(x, training=True)
+            loss = self.compute_loss(
+                x=x,
+                y=y,
+                y_pred=y_pred,
+                sample_weight=sample_weight,
+                training=True,
+            )
+            self.track_loss(loss, x)
+            if self.optimizer is not None:
+                loss = self.optimizer.scale_loss(loss)
+        if self.trainable_weights:
+            variables = self.trainable_weights
+            gradients = self.compute_gradients(tape, loss, variables)
+            self.apply_gradients(gradients, variables)
+        else:
+            warnings.warn(
+                "The model does not have any trainable weights.", stacklevel=2
+            )
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        """Runs one evaluation step on one batch; returns the metric results.
+
+        The model is called with `training=False`, so dropout and batch
+        normalization behave as at inference time.
+
+        Args:
+            data: One batch: `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`.
+
+        Returns:
+            A dict of metric names to scalar tensors.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self.forward(x, training=False)
+        loss = self.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+        )
+        self.track_loss(loss, x)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def predict_step(self, data: Any) -> Any:
+        """Returns the model's predictions for one batch.
+
+        Args:
+            data: One batch; only its `x` part is used.
+
+        Returns:
+            The model's output for `x`, called with `training=False`.
+        """
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.forward(x, training=False)
+
+    def forward(self, x: Any, training: bool) -> Any:
+        """Calls the model on `x`; passes `training` when `call` accepts it.
+
+        Args:
+            x: The model's inputs for one batch.
+            training: Whether this is a training step.
+
+        Returns:
+            The model's outputs (`y_pred`).
+        """
+        if "training" in self.call_signature_parameters:
+            return self(x, training=training)
+        return self(x)
+
+    def track_loss(self, loss: Any, x: Any) -> None:
+        """Records `loss` in the "loss" metric, weighted by the batch size.
+
+        Under `tf.distribute` the loss a replica computes is divided by the
+        number of replicas; the metric records it undivided, as fit does.
+
+        Args:
+            loss: The scalar loss of this batch, as `compute_loss` returned it.
+            x: The model's inputs, used only for the batch size.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = keras.ops.multiply(
+                loss, keras.ops.cast(replicas, loss.dtype)
+            )
+        first_input = next(i for i in tf.nest.flatten(x) if i is not None)
+        _keras_compat.loss_tracker(self).update_state(
+            loss, sample_weight=tf.shape(first_input)[0]
+        )
+
+    def compute_gradients(
+        self,
+        tape: tf.GradientTape,
+        loss: Any,
+        variables: Sequence[keras.Variable],
+    ) -> list[Any]:
+        """Returns the gradients of `loss` with respect to `variables`.
+
+        Args:
+            tape: The `tf.GradientTape` that recorded the forward pass.
+            loss: The (possibly scaled) loss to differentiate.
+            variables: The variables to differentiate against.
+
+        Returns:
+            A list of gradients, one per variable (`None` where unconnected).
+        """
+        return tape.gradient(loss, variables)
+
+    def apply_gradients(
+        self, gradients: Sequence[Any], variables: Sequence[keras.Variable]
+    ) -> None:
+        """Applies one optimizer update; override to clip or skip updates.
+
+        Args:
+            gradients: List of tensors, one per entry of `variables`.
+            variables: The variables to update, usually
+                `self.trainable_weights`.
+        """
+        self.optimizer.apply_gradients(zip(gradients, variables))

@@ -1,0 +1,251 @@
+"""Turning a model's step into the function the loop calls once per chunk.
+
+`make_train_function(model)` returns a `StepFunction`: call it with an
+iterator over batches and it runs up to `model.steps_per_execution` steps
+(`model.train_step` under `strategy.run`, outputs reduced across replicas)
+and returns the last step's logs. It raises `StopIteration` when the iterator
+was already empty. It is built the way `keras.Model.fit` builds its train
+function, so the two drivers run the same graph:
+
+- the single step is a `tf.function(reduce_retracing=True,
+  jit_compile=model.jit_compile)`, so XLA applies per step as in fit;
+- the chunk of `steps_per_execution` steps is a second `tf.function` around
+  it, a graph loop, so N steps cost one call from Python;
+- with `model.run_eagerly` nothing is compiled: put a breakpoint or a print
+  in `train_step` and it runs on every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class StepFunction:
+    """A compiled (or eager) chunk of steps; the loop calls it per chunk.
+
+    Attributes:
+        steps_per_execution: The most steps one call runs.
+        is_compiled: Whether the step runs as a `tf.function`.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Any], Any],
+        *,
+        steps_per_execution: int,
+        compiled_step: Any = None,
+    ):
+        self._run = run
+        self._compiled_step = compiled_step
+        self.steps_per_execution = steps_per_execution
+        self.is_compiled = compiled_step is not None
+
+    def __call__(self, iterator: Any) -> Any:
+        """Runs up to `steps_per_execution` steps; returns the last logs.
+
+        Raises:
+            StopIteration: If `iterator` had no batch left.
+        """
+        try:
+            return self._run(iterator)
+        except tf.errors.OutOfRangeError:
+            raise StopIteration from None
+
+    @property
+    def tracing_count(self) -> int:
+        """How many times the single step was traced (0 when eager)."""
+        if self._compiled_step is None:
+            return 0
+        return self._compiled_step.experimental_get_tracing_count()
+
+
+def make_train_function(
+    model: keras.Model, *, run_eagerly: bool | None = None
+) -> StepFunction:
+    """Returns the function that runs `model.train_step` over a chunk.
+
+    Args:
+        model: A compiled Keras model; its `run_eagerly`, `jit_compile`,
+            `steps_per_execution` and `distribute_strategy` are honoured.
+        run_eagerly: Overrides `model.run_eagerly` when not None.
+
+    Returns:
+        A `StepFunction` returning the last step's logs (a dict of tensors).
+    """
+    return _make_function(model, model.train_step, run_eagerly)
+
+
+def make_test_function(
+    model: keras.Model, *, run_eagerly: bool | None = None
+) -> StepFunction:
+    """Returns the function that runs `model.test_step` over a chunk.
+
+    Args:
+        model: A compiled Keras model.
+        run_eagerly: Overrides `model.run_eagerly` when not None.
+
+    Returns:
+        A `StepFunction` returning the last step's logs (a dict of tensors).
+    """
+    return _make_function(model, model.test_step, run_eagerly)
+
+
+def make_predict_function(
+    model: keras.Model, *, run_eagerly: bool | None = None
+) -> StepFunction:
+    """Returns the function that runs `model.predict_step` over a chunk.
+
+    As in fit, the predict step is XLA-compiled only when `jit_compile` is
+    True, and outputs of the replicas are concatenated.
+
+    Args:
+        model: A Keras model (it need not be compiled).
+        run_eagerly: Overrides `model.run_eagerly` when not None.
+
+    Returns:
+        A `StepFunction` returning the chunk's outputs as numpy arrays (the
+        same structure as the model's output).
+    """
+    strategy = model.distribute_strategy
+    steps_per_execution = model.steps_per_execution or 1
+    eager = _is_eager(model, run_eagerly)
+
+    def one_step(data):
+        return model.predict_step(data)
+
+    if not eager and model.jit_compile:
+        one_step = tf.function(
+            one_step, reduce_retracing=True, jit_compile=True
+        )
+
+    def distributed_step(iterator):
+        outputs = strategy.run(one_step, args=(next(iterator),))
+        return reduce_per_replica(outputs, strategy, "concat")
+
+    compiled = None
+    if not eager:
+        distributed_step = compiled = tf.function(
+            distributed_step, reduce_retracing=True
+        )
+
+    def run(iterator):
+        outputs = [distributed_step(iterator)]
+        for _ in range(steps_per_execution - 1):
+            try:
+                outputs.append(distributed_step(iterator))
+            except (StopIteration, tf.errors.OutOfRangeError):
+                break
+        return tf.nest.map_structure(
+            lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
+            *outputs,
+        )
+
+    return StepFunction(
+        run, steps_per_execution=steps_per_execution, compiled_step=compiled
+    )
+
+
+def _is_eager(model: keras.Model, run_eagerly: bool | None) -> bool:
+    return model.run_eagerly if run_eagerly is None else run_eagerly
+
+
+def _make_function(
+    model: keras.Model, step: Callable, run_eagerly: bool | None
+) -> StepFunction:
+    strategy = model.distribute_strategy
+    steps_per_execution = model.steps_per_execution or 1
+
+    @tf.autograph.experimental.do_not_convert
+    def one_step(data):
+        outputs = strategy.run(step, args=(data,))
+        return reduce_per_replica(outputs, strategy, "auto")
+
+    if _is_eager(model, run_eagerly):
+        return StepFunction(
+            _eager_chunk(one_step, steps_per_execution),
+            steps_per_execution=steps_per_execution,
+        )
+    one_step = tf.function(
+        one_step, reduce_retracing=True, jit_compile=model.jit_compile
+    )
+    chunk = tf.function(
+        _graph_chunk(one_step, steps_per_execution), reduce_retracing=True
+    )
+    return StepFunction(
+        chunk, steps_per_execution=steps_per_execution, compiled_step=one_step
+    )
+
+
+def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
+    """A chunk of steps as one graph: the first step, then a while loop."""
+    if steps_per_execution == 1:
+
+        def single(iterator):
+            return one_step(iterator.get_next())
+
+        return single
+
+    def several(iterator):
+        outputs = one_step(iterator.get_next())
+        for _ in tf.range(steps_per_execution - 1):
+            next_data = iterator.get_next_as_optional()
+            if not next_data.has_value():
+                break
+            outputs = one_step(next_data.get_value())
+        return outputs
+
+    return several
+
+
+def _eager_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
+    """A chunk of steps as a Python loop, for `run_eagerly=True`."""
+
+    def run(iterator):
+        outputs = one_step(next(iterator))
+        for _ in range(steps_per_execution - 1):
+            data = next(iterator, None)
+            if data is None:
+                break
+            outputs = one_step(data)
+        return outputs
+
+    return run
+
+
+def reduce_per_replica(
+    values: Any, strategy: tf.distribute.Strategy, reduction: str
+) -> Any:
+    """Reduces the per-replica outputs of `strategy.run` as fit reduces them.
+
+    Args:
+        values: A structure of tensors or `PerReplica` values.
+        strategy: The strategy that produced them.
+        reduction: `"auto"` (the mean of the replicas' values, or the first
+            replica's on TPU, as fit), `"mean"`, `"first"`, `"sum"` or
+            `"concat"` (predictions).
+
+    Returns:
+        The same structure with one tensor per leaf.
+    """
+    if reduction == "auto":
+        is_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+        reduction = "first" if is_tpu else "mean"
+
+    def reduce(value):
+        if not isinstance(value, tf.distribute.DistributedValues):
+            return value
+        local = strategy.experimental_local_results(value)
+        if reduction == "first":
+            return local[0]
+        if reduction == "concat":
+            return tf.concat(local, axis=0)
+        if reduction == "sum":
+            return tf.reduce_sum(local)
+        return tf.reduce_mean(local, axis=0)
+
+    return tf.nest.map_structure(reduce, values)
