@@ -193,4 +193,4 @@ class CustomModel(keras.Model):
             variables: The variables to update, usually
                 `self.trainable_weights`.
         """
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
