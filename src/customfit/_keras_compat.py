@@ -11,6 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# Model.__init__, for functional arguments, runs the backend trainer's
+# __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
+# every class above the model's class to insert Functional. For a shared base
+# such as CustomModel that rewrite is global: once `CustomModel(inputs,
+# outputs)` ran, `class Net(CustomModel)` could no longer call
+# `super().__init__()`. CustomModel runs the same two initializers without the
+# rewrite (see `init_functional`).
+from keras.src.models.functional import Functional  # noqa: F401
+from keras.src.models.model import Trainer as _BackendTrainer
+from keras.src.models.model import functional_init_arguments  # noqa: F401
+
 # The data adapters turn arrays, tf.data, generators and PyDatasets into a
 # tf.data.Dataset of (x, y, sample_weight) batches; they also turn
 # class_weight into sample weights. fit builds its batches with them.
@@ -55,3 +66,12 @@ def compile_token(model) -> Any:
     token to know when its own compiled steps must be rebuilt.
     """
     return model._loss_tracker
+
+
+def init_functional(model, args: tuple, kwargs: dict) -> None:
+    """`keras.Model.__init__` for functional arguments, minus class surgery.
+
+    `model` must already be an instance of a class deriving from Functional.
+    """
+    _BackendTrainer.__init__(model)
+    Functional.__init__(model, *args, **kwargs)

@@ -87,7 +87,11 @@ class Batches:
             self._steps_seen += spe
             yield step, step + spe - 1, self._iterator
         if self._num_batches and self._steps_seen >= self._num_batches:
-            self._iterator = None
+            # fit creates the next iterator here, at the end of the pass. A
+            # dataset that reshuffles each iteration draws a new seed for
+            # every iterator, so doing the same keeps the shuffles identical.
+            self._iterator = iter(self.dataset)
+            self._steps_seen = 0
 
     def _unknown_length_epoch(self):
         spe = self.steps_per_execution

@@ -66,6 +66,15 @@ class CustomModel(keras.Model):
     ```
     """
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        if _keras_compat.functional_init_arguments(args, kwargs):
+            # A functional model: become this class's Functional twin, so
+            # that no class's bases are rewritten (see _keras_compat).
+            object.__setattr__(self, "__class__", _functional_twin(type(self)))
+            _keras_compat.init_functional(self, args, kwargs)
+        else:
+            super().__init__(*args, **kwargs)
+
     def train_step(self, data: Any) -> dict[str, Any]:
         """Runs one training step on one batch; returns the metric results.
 
@@ -194,3 +203,25 @@ class CustomModel(keras.Model):
                 `self.trainable_weights`.
         """
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+
+
+_FUNCTIONAL_TWINS: dict[type, type] = {}
+
+
+def _functional_twin(cls: type) -> type:
+    """`cls` with Functional mixed in, created once per class.
+
+    The twin keeps `cls`'s name and module, so a saved `.keras` file names
+    `cls`, and loading it calls `cls(inputs, outputs)` again.
+    """
+    if issubclass(cls, _keras_compat.Functional):
+        return cls
+    twin = _FUNCTIONAL_TWINS.get(cls)
+    if twin is None:
+        twin = type(
+            cls.__name__,
+            (cls, _keras_compat.Functional),
+            {"__module__": cls.__module__, "__qualname__": cls.__qualname__},
+        )
+        _FUNCTIONAL_TWINS[cls] = twin
+    return twin
