@@ -29,6 +29,7 @@ import tensorflow as tf
 from customfit import _keras_compat
 
 
+@keras.saving.register_keras_serializable(package="customfit")
 class CustomModel(keras.Model):
     """A `keras.Model` whose training step is written out in small hooks.
 
@@ -211,8 +212,8 @@ _FUNCTIONAL_TWINS: dict[type, type] = {}
 def _functional_twin(cls: type) -> type:
     """`cls` with Functional mixed in, created once per class.
 
-    The twin keeps `cls`'s name and module, so a saved `.keras` file names
-    `cls`, and loading it calls `cls(inputs, outputs)` again.
+    The twin keeps `cls`'s name, module and registered serialization name,
+    so a saved `.keras` file loads back into a functional `cls`.
     """
     if issubclass(cls, _keras_compat.Functional):
         return cls
@@ -224,4 +225,8 @@ def _functional_twin(cls: type) -> type:
             {"__module__": cls.__module__, "__qualname__": cls.__qualname__},
         )
         _FUNCTIONAL_TWINS[cls] = twin
+        registered = keras.saving.get_registered_name(cls)
+        if keras.saving.get_registered_object(registered) is cls:
+            package, _, name = registered.rpartition(">")
+            keras.saving.register_keras_serializable(package, name)(twin)
     return twin

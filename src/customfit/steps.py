@@ -31,6 +31,7 @@ class StepFunction:
     Attributes:
         steps_per_execution: The most steps one call runs.
         is_compiled: Whether the step runs as a `tf.function`.
+        jit_compile: Whether the step is compiled with XLA.
     """
 
     def __init__(
@@ -39,11 +40,13 @@ class StepFunction:
         *,
         steps_per_execution: int,
         compiled_step: Any = None,
+        jit_compile: bool = False,
     ):
         self._run = run
         self._compiled_step = compiled_step
         self.steps_per_execution = steps_per_execution
         self.is_compiled = compiled_step is not None
+        self.jit_compile = bool(jit_compile) and self.is_compiled
 
     def __call__(self, iterator: Any) -> Any:
         """Runs up to `steps_per_execution` steps; returns the last logs.
@@ -146,7 +149,10 @@ def make_predict_function(
         )
 
     return StepFunction(
-        run, steps_per_execution=steps_per_execution, compiled_step=compiled
+        run,
+        steps_per_execution=steps_per_execution,
+        compiled_step=compiled,
+        jit_compile=model.jit_compile,
     )
 
 
@@ -177,7 +183,10 @@ def _make_function(
         _graph_chunk(one_step, steps_per_execution), reduce_retracing=True
     )
     return StepFunction(
-        chunk, steps_per_execution=steps_per_execution, compiled_step=one_step
+        chunk,
+        steps_per_execution=steps_per_execution,
+        compiled_step=one_step,
+        jit_compile=model.jit_compile,
     )
 
 

@@ -1,0 +1,178 @@
+"""CustomModel: Keras' default step in hooks; each hook can be overridden."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from customfit import CustomModel
+from customfit import ManualLoop
+
+X = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+Y = np.random.default_rng(1).normal(size=(32, 1)).astype("float32")
+
+
+def functional(cls=CustomModel, **compile_options):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = cls(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+def test_functional_and_subclassed_use_do_not_interfere():
+    functional()  # Keras alone would rewrite CustomModel's bases here.
+
+    class Net(CustomModel):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    assert net(X).shape == (32, 1)
+    assert CustomModel.__bases__ == (keras.Model,)
+    model = functional()
+    assert isinstance(model, CustomModel)
+    assert type(model).__name__ == "CustomModel"
+
+
+def test_functional_custom_model_saves_and_loads(tmp_path):
+    model = functional()
+    model.fit(X, Y, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, CustomModel)
+    np.testing.assert_array_equal(loaded.predict(X, verbose=0), model(X))
+
+
+def test_apply_gradients_hook_clips_under_both_drivers():
+    class Clipped(CustomModel):
+        def apply_gradients(self, gradients, variables):
+            gradients = [keras.ops.clip(g, -1e-3, 1e-3) for g in gradients]
+            super().apply_gradients(gradients, variables)
+
+    for driver in ("keras", "manual"):
+        model = functional(Clipped)
+        before = [w.copy() for w in model.get_weights()]
+        if driver == "keras":
+            model.fit(X, Y, batch_size=32, verbose=0)
+        else:
+            ManualLoop(model).fit(X, Y, batch_size=32, verbose=0)
+        change = [
+            np.abs(a - b).max()
+            for a, b in zip(model.get_weights(), before, strict=True)
+        ]
+        # SGD(0.1) on gradients clipped to 1e-3 moves each weight <= 1e-4.
+        assert max(change) <= 1e-4 * (1 + 1e-3)
+        assert max(change) > 0
+
+
+def test_compute_loss_hook_replaces_the_loss():
+    class AbsoluteLoss(CustomModel):
+        def compute_loss(self, x, y, y_pred, sample_weight=None, training=True):
+            return keras.ops.mean(keras.ops.abs(y - y_pred))
+
+    model = functional(AbsoluteLoss)
+    logs = ManualLoop(model).evaluate(X, Y, verbose=0, return_dict=True)
+    expected = np.mean(np.abs(Y - model.predict(X, verbose=0)))
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-6)
+
+
+def test_compute_gradients_and_forward_hooks_are_called():
+    calls = []
+
+    class Spy(CustomModel):
+        def forward(self, x, training):
+            calls.append(("forward", training))
+            return super().forward(x, training)
+
+        def compute_gradients(self, tape, loss, variables):
+            calls.append(("gradients", len(variables)))
+            return super().compute_gradients(tape, loss, variables)
+
+    model = functional(Spy)
+    ManualLoop(model, run_eagerly=True).fit(X, Y, batch_size=32, verbose=0)
+    assert calls == [("forward", True), ("gradients", 2)]
+
+
+def test_model_without_trainable_weights_warns_and_still_reports():
+    inputs = keras.Input((4,))
+    layer = keras.layers.Dense(1, trainable=False)
+    model = CustomModel(inputs, layer(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.warns(UserWarning, match="does not have any trainable weights"):
+        history = ManualLoop(model).fit(X, Y, batch_size=32, verbose=0)
+    assert len(history.history["loss"]) == 1
+
+
+def test_gan_style_model_with_two_optimizers_trains_both():
+    class TwoHeads(CustomModel):
+        def __init__(self):
+            super().__init__()
+            self.a = keras.layers.Dense(1)
+            self.b = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.a(x) + self.b(x)
+
+        def compile(self, a_optimizer, b_optimizer):
+            super().compile()
+            self.a_optimizer = a_optimizer
+            self.b_optimizer = b_optimizer
+            self.tracker = keras.metrics.Mean(name="gap")
+
+        @property
+        def metrics(self):
+            return [self.tracker]
+
+        def train_step(self, data):
+            x, y = data
+            for layer, optimizer in (
+                (self.a, self.a_optimizer),
+                (self.b, self.b_optimizer),
+            ):
+                with tf.GradientTape() as tape:
+                    loss = keras.ops.mean((self(x) - y) ** 2)
+                gradients = tape.gradient(loss, layer.trainable_weights)
+                optimizer.apply(gradients, layer.trainable_weights)
+            self.tracker.update_state(loss)
+            return {"gap": self.tracker.result()}
+
+    model = TwoHeads()
+    model.compile(keras.optimizers.SGD(0.05), keras.optimizers.Adam(0.01))
+    history = ManualLoop(model).fit(X, Y, batch_size=8, epochs=3, verbose=0)
+    assert model.a_optimizer.iterations.numpy() == 12
+    assert model.b_optimizer.iterations.numpy() == 12
+    gaps = history.history["gap"]
+    assert gaps[-1] < gaps[0]
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_default_step_equals_plain_keras(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        results = []
+        for cls in (CustomModel, keras.Model):
+            for driver in ("keras", "manual"):
+                model = functional(cls)
+                if driver == "keras":
+                    history = model.fit(X, Y, batch_size=8, epochs=2, verbose=0)
+                else:
+                    history = ManualLoop(model).fit(
+                        X, Y, batch_size=8, epochs=2, verbose=0
+                    )
+                results.append((model.get_weights(), history.history))
+        if policy == "mixed_float16":
+            assert isinstance(
+                model.optimizer, keras.optimizers.LossScaleOptimizer
+            )
+        for weights, history in results[1:]:
+            for a, b in zip(results[0][0], weights, strict=True):
+                np.testing.assert_array_equal(a, b)
+            assert history == results[0][1]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
