@@ -9,6 +9,14 @@ import tensorflow as tf  # noqa: E402
 
 tf.config.experimental.enable_op_determinism()
 
+# Two logical CPUs, so MirroredStrategy has two real replicas on this machine.
+# This must happen before TensorFlow initializes its devices.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
+REPLICA_DEVICES = ["/cpu:0", "/cpu:1"]
+
 
 @pytest.fixture
 def tfds_data_dir():

@@ -75,3 +75,15 @@ def init_functional(model, args: tuple, kwargs: dict) -> None:
     """
     _BackendTrainer.__init__(model)
     Functional.__init__(model, *args, **kwargs)
+
+
+def maybe_symbolic_build(model, batches) -> None:
+    """Builds model, metrics and optimizer variables first, as fit does.
+
+    Under a `tf.distribute` strategy, fit creates every variable before the
+    first step, from one batch it reads off an iterator (`batches` yields
+    `(first_step, last_step, iterator)` as fit's epoch iterator does), so
+    that no variable is created inside `strategy.run`. Without a strategy it
+    does nothing, and variables are created while the step is traced.
+    """
+    model._maybe_symbolic_build(iterator=batches)

@@ -60,6 +60,12 @@ class Batches:
         self._iterator = None
         self._steps_seen = 0
 
+    def reset(self) -> None:
+        """Forgets the position in the data: the next epoch starts afresh."""
+        self._iterator = None
+        self._steps_seen = 0
+        self._num_batches = self._adapter.num_batches
+
     @property
     def num_batches(self) -> int | None:
         """Steps in one epoch, or None until a pass of unknown size ends."""

@@ -11,6 +11,7 @@ import numpy as np
 from customfit import _keras_compat
 from customfit import data
 from customfit import steps
+from customfit import timing
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import NotCompiledError
@@ -122,6 +123,7 @@ class ManualLoop:
             validation_freq=validation_freq,
         )
         model = self.model
+        self._prepare(plan.train)
         callbacks = self._callback_list(
             callbacks, verbose, epochs, plan.train.num_batches, history=True
         )
@@ -241,7 +243,7 @@ class ManualLoop:
             The metric results after the epoch (tensors, not yet floats).
         """
         callbacks = callbacks or keras.callbacks.CallbackList()
-        train_function = self._function("train")
+        train_function = timing.maybe_timed(self._function("train"), callbacks)
         logs = {}
         with batches.stop_when_exhausted():
             for first_step, last_step, iterator in batches:
@@ -269,6 +271,7 @@ class ManualLoop:
         Returns:
             The metric results of the pass, as Python floats.
         """
+        self._prepare(batches)
         callbacks = callbacks or keras.callbacks.CallbackList()
         test_function = self._function("test")
         self.model.stop_evaluating = False
@@ -286,6 +289,16 @@ class ManualLoop:
         logs = _keras_compat.pythonify_logs(logs)
         callbacks.on_test_end(logs)
         return logs
+
+    def _prepare(self, batches: data.Batches) -> None:
+        """Builds every variable first (under a strategy) and rewinds data.
+
+        Exactly what fit does before a pass: the data starts from its
+        beginning, and with validation_steps each validation reads the
+        same batches.
+        """
+        _keras_compat.maybe_symbolic_build(self.model, batches)
+        batches.reset()
 
     def _function(self, kind: str) -> steps.StepFunction:
         """The compiled step function for `kind`, rebuilt after `compile()`."""

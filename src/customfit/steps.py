@@ -192,6 +192,7 @@ def _make_function(
 
 def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
     """A chunk of steps as one graph: the first step, then a while loop."""
+
     if steps_per_execution == 1:
 
         def single(iterator):
@@ -200,12 +201,30 @@ def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
         return single
 
     def several(iterator):
-        outputs = one_step(iterator.get_next())
-        for _ in tf.range(steps_per_execution - 1):
-            next_data = iterator.get_next_as_optional()
-            if not next_data.has_value():
-                break
+        # No tf.cond may wrap a step: under MirroredStrategy the optimizer's
+        # merge_call inside a cond fails ("You must feed a value for
+        # placeholder"), which also breaks fit's own steps_per_execution > 1
+        # there. So whether another step runs is the loop's condition.
+        def should_continue(step, outputs, next_data):
+            return tf.logical_and(
+                step < steps_per_execution, next_data.has_value()
+            )
+
+        def run_step(step, outputs, next_data):
             outputs = one_step(next_data.get_value())
+            next_data = tf.cond(
+                step + 1 < steps_per_execution,
+                iterator.get_next_as_optional,
+                lambda: next_data,
+            )
+            return step + 1, outputs, next_data
+
+        outputs = one_step(iterator.get_next())
+        _, outputs, _ = tf.while_loop(
+            should_continue,
+            run_step,
+            (tf.constant(1), outputs, iterator.get_next_as_optional()),
+        )
         return outputs
 
     return several
