@@ -6,6 +6,7 @@ Who owns what:
 - `loop.py`: `ManualLoop`, epochs, batches and callbacks as a Python loop;
 - `steps.py`: a step turned into a compiled, distributed function;
 - `data.py`: user input checked and turned into batches, epoch by epoch;
+- `distribute.py`: multi-worker helpers (the chief, where each one writes);
 - `errors.py`: the error types and how their messages read;
 - `_keras_compat.py`: the few private Keras names used, in one place.
 """
@@ -14,6 +15,7 @@ from customfit.errors import CustomFitError
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import NotCompiledError
+from customfit.errors import UnsupportedStrategyError
 from customfit.loop import ManualLoop
 from customfit.model import CustomModel
 
@@ -26,5 +28,6 @@ __all__ = [
     "InputValueError",
     "ManualLoop",
     "NotCompiledError",
+    "UnsupportedStrategyError",
     "__version__",
 ]

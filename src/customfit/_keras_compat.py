@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import tensorflow as tf
+
 # Model.__init__, for functional arguments, runs the backend trainer's
 # __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
 # every class above the model's class to insert Functional. For a shared base
@@ -86,4 +88,15 @@ def maybe_symbolic_build(model, batches) -> None:
     that no variable is created inside `strategy.run`. Without a strategy it
     does nothing, and variables are created while the step is traced.
     """
+    strategy = model.distribute_strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # fit's way fails under MultiWorkerMirroredStrategy: it reduces the
+        # first distributed batch with strategy.reduce(axis=None), which
+        # raises "Attempt to convert a value (PerReplica...)"
+        # (keras-team/keras#20585). Shapes and dtypes are all the build
+        # needs, and the dataset's element_spec has them.
+        if model._distribute_strategy is not None:
+            with strategy.scope():
+                model._symbolic_build(data_batch=batches.element_spec)
+        return
     model._maybe_symbolic_build(iterator=batches)

@@ -38,6 +38,7 @@ class Batches:
 
     Attributes:
         dataset: The (possibly distributed) dataset of batches.
+        element_spec: The structure, shapes and dtypes of one global batch.
         steps_per_epoch: The steps the user asked for per epoch, or None.
         steps_per_execution: Batches per call of the step function.
     """
@@ -51,9 +52,9 @@ class Batches:
         steps_per_execution: int,
     ):
         self._adapter = adapter
-        self.dataset = strategy.experimental_distribute_dataset(
-            adapter.get_tf_dataset()
-        )
+        dataset = adapter.get_tf_dataset()
+        self.element_spec = dataset.element_spec
+        self.dataset = strategy.experimental_distribute_dataset(dataset)
         self.steps_per_epoch = steps_per_epoch
         self.steps_per_execution = steps_per_execution
         self._num_batches = adapter.num_batches

@@ -23,6 +23,10 @@ class NotCompiledError(CustomFitError, ValueError):
     """The model must be compiled before it can be trained or evaluated."""
 
 
+class UnsupportedStrategyError(CustomFitError, ValueError):
+    """A driver cannot run under the model's `tf.distribute` strategy."""
+
+
 def message(what: str, *, expected: str, received: str, fix: str) -> str:
     """Renders an error message in customfit's four-part form.
 

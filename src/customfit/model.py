@@ -27,6 +27,8 @@ import keras
 import tensorflow as tf
 
 from customfit import _keras_compat
+from customfit import distribute
+from customfit import errors
 
 
 @keras.saving.register_keras_serializable(package="customfit")
@@ -75,6 +77,34 @@ class CustomModel(keras.Model):
             _keras_compat.init_functional(self, args, kwargs)
         else:
             super().__init__(*args, **kwargs)
+
+    def fit(self, *args: Any, **kwargs: Any) -> keras.callbacks.History:
+        """`keras.Model.fit`, with a clear error where Keras cannot run.
+
+        Keras 3's fit fails before its first step under a
+        `MultiWorkerMirroredStrategy` spanning several workers
+        (keras-team/keras#20585); `customfit.ManualLoop(model).fit` takes
+        the same arguments and runs there.
+
+        Raises:
+            UnsupportedStrategyError: Under a multi-worker strategy.
+        """
+        strategy = self.distribute_strategy
+        workers = distribute.num_workers(strategy)
+        if workers > 1:
+            raise errors.UnsupportedStrategyError(
+                errors.message(
+                    "Keras' model.fit cannot run under a "
+                    "MultiWorkerMirroredStrategy with several workers: it "
+                    "fails while building the model (keras-team/keras#20585).",
+                    expected="model.fit under one process's strategy",
+                    received=f"{type(strategy).__name__} over {workers} "
+                    "workers",
+                    fix="train with customfit.ManualLoop(model).fit(...) -- "
+                    "same arguments, same step",
+                )
+            )
+        return super().fit(*args, **kwargs)
 
     def train_step(self, data: Any) -> dict[str, Any]:
         """Runs one training step on one batch; returns the metric results.

@@ -264,7 +264,16 @@ def reduce_per_replica(
         is_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
         reduction = "first" if is_tpu else "mean"
 
+    multi_worker = isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    )
+
     def reduce(value):
+        if multi_worker and reduction in ("mean", "sum"):
+            # All-reduce across workers: each worker holds only its replicas.
+            return strategy.reduce(reduction.upper(), value, axis=None)
+        if multi_worker and reduction == "concat":
+            return strategy.gather(value, axis=0)
         if not isinstance(value, tf.distribute.DistributedValues):
             return value
         local = strategy.experimental_local_results(value)

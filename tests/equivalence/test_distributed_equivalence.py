@@ -12,8 +12,7 @@ import tensorflow as tf
 
 from customfit import CustomModel
 from customfit import ManualLoop
-
-from ..conftest import REPLICA_DEVICES
+from tests.conftest import REPLICA_DEVICES
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 RNG = np.random.default_rng(0)

@@ -1,0 +1,225 @@
+"""Multi-worker training with ManualLoop and MultiWorkerMirroredStrategy.
+
+Keras 3's own `model.fit` fails under MultiWorkerMirroredStrategy before its
+first step (keras-team/keras#20585); `ManualLoop(model).fit` runs the same
+step there. Every worker runs this same script; `TF_CONFIG` tells each one
+the cluster and its own place in it.
+
+On each of N machines (index 0..N-1; worker 0 is the chief and writes the
+files others only compute):
+
+    TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
+                "task": {"type": "worker", "index": 0}}' \\
+        python examples/multi_worker.py --output runs/mw
+
+To try it on one machine, start N local workers on free ports of 127.0.0.1:
+
+    python examples/multi_worker.py --launch 2 --output runs/mw
+
+Each worker saves its final weights to `<output>/worker-<index>.npz` so that
+you can check that all workers ended with the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+GLOBAL_BATCH_SIZE = 32
+
+
+def make_data(samples: int = 512, seed: int = 0):
+    """A small deterministic classification problem, the same on every worker.
+
+    Returns:
+        `(x, y)` numpy arrays: 16 features, 4 classes.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(samples, 16)).astype("float32")
+    y = (x[:, :4].argmax(axis=1)).astype("int64")
+    return x, y
+
+
+def build_model(strategy):
+    """The model, built and compiled under `strategy.scope()`."""
+    import keras
+
+    from customfit import CustomModel
+
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        inputs = keras.Input((16,))
+        hidden = keras.layers.Dense(32, activation="relu")(inputs)
+        outputs = keras.layers.Dense(4)(hidden)
+        model = CustomModel(inputs, outputs)
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-2),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    return model
+
+
+def train(strategy, epochs: int, output: str | None, verbose: int = 2):
+    """Trains with ManualLoop under `strategy`; returns (model, history)."""
+    import tensorflow as tf
+
+    from customfit import ManualLoop
+
+    x, y = make_data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(
+        GLOBAL_BATCH_SIZE
+    )
+    model = build_model(strategy)
+    history = ManualLoop(model).fit(
+        dataset, epochs=epochs, validation_data=dataset, verbose=verbose
+    )
+    return model, history
+
+
+def run_worker(args) -> None:
+    """One worker: join the cluster in TF_CONFIG, train, save the weights."""
+    import numpy as np
+    import tensorflow as tf
+
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # The strategy must exist before any other TensorFlow work.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    import customfit
+    from customfit import distribute
+
+    _, index = distribute.task()
+    keras_fit_error = _try_keras_fit(strategy) if args.try_keras_fit else None
+    custom_model_fit_error = None
+    if args.try_keras_fit:
+        try:
+            build_model(strategy).fit(make_data()[0], make_data()[1])
+        except customfit.UnsupportedStrategyError as error:
+            custom_model_fit_error = str(error)
+    model, history = train(strategy, args.epochs, args.output)
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+        weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+        np.savez(os.path.join(args.output, f"worker-{index}.npz"), **weights)
+        with open(os.path.join(args.output, f"worker-{index}.json"), "w") as f:
+            json.dump(
+                {
+                    "history": history.history,
+                    "is_chief": distribute.is_chief(),
+                    "replicas": strategy.num_replicas_in_sync,
+                    "keras_fit_error": keras_fit_error,
+                    "custom_model_fit_error": custom_model_fit_error,
+                },
+                f,
+            )
+    print(f"worker {index}: done, loss={history.history['loss'][-1]:.4f}")
+
+
+def _try_keras_fit(strategy) -> str | None:
+    """Runs Keras' own fit for one epoch; returns its error, if any.
+
+    CustomModel.fit refuses up front with a clear error under several
+    workers, so this calls keras.Model.fit itself to see Keras' behaviour.
+    """
+    import keras
+    import tensorflow as tf
+
+    x, y = make_data(samples=64)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(
+        GLOBAL_BATCH_SIZE
+    )
+    model = build_model(strategy)
+    try:
+        keras.Model.fit(model, dataset, epochs=1, verbose=0)
+    except Exception as error:  # noqa: BLE001 - we report whatever it is
+        return f"{type(error).__name__}: {error}"[:500]
+    return None
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def launch(args) -> int:
+    """Starts `--launch N` local workers of this script; waits for all.
+
+    Every worker is bounded by `--timeout` seconds and killed if it overruns
+    or if another one fails. Returns 0 when all workers succeeded.
+    """
+    workers = [f"127.0.0.1:{port}" for port in free_ports(args.launch)]
+    argv = [sys.executable, os.path.abspath(__file__)]
+    argv += ["--epochs", str(args.epochs)]
+    if args.output:
+        argv += ["--output", args.output]
+    if args.deterministic:
+        argv += ["--deterministic"]
+    if args.try_keras_fit:
+        argv += ["--try-keras-fit"]
+    processes = []
+    try:
+        for index in range(args.launch):
+            config = {
+                "cluster": {"worker": workers},
+                "task": {"type": "worker", "index": index},
+            }
+            env = dict(os.environ, TF_CONFIG=json.dumps(config))
+            processes.append(subprocess.Popen(argv, env=env))
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            codes = [p.poll() for p in processes]
+            if any(code not in (None, 0) for code in codes):
+                break
+            if all(code == 0 for code in codes):
+                return 0
+            time.sleep(0.2)
+        print("launcher: a worker failed or timed out", file=sys.stderr)
+        return 1
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one worker, or with `--launch N` starts N local ones."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--output", default=None, help="where weights go")
+    parser.add_argument(
+        "--launch", type=int, default=0, help="start N local workers"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--deterministic", action="store_true", help="op determinism on"
+    )
+    parser.add_argument(
+        "--try-keras-fit",
+        action="store_true",
+        help="first run Keras' own fit and record how it fails",
+    )
+    args = parser.parse_args(argv)
+    if args.launch:
+        return launch(args)
+    run_worker(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
