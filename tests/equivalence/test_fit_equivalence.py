@@ -33,9 +33,9 @@ X, Y = _arrays()
 X_VAL, Y_VAL = _arrays(n=40, seed=1)
 
 
-def _compile(model, **options):
+def _compile(model, optimizer=None, **options):
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
+        optimizer=optimizer or keras.optimizers.Adam(1e-2),
         loss=LOSS,
         metrics=["accuracy"],
         **options,
@@ -264,12 +264,42 @@ CONFIGS = [
         lambda: dict(x=_dataset(), steps_per_epoch=4),
     ),
     Config("run-eagerly", subclassed, _arrays_kwargs(), {"run_eagerly": True}),
+    Config(
+        "gradient-accumulation-3",
+        functional,
+        _arrays_kwargs(),
+        {
+            "optimizer": keras.optimizers.Adam(
+                1e-2, gradient_accumulation_steps=3
+            )
+        },
+    ),
+    Config(
+        "clipnorm",
+        subclassed,
+        _arrays_kwargs(),
+        {"optimizer": keras.optimizers.SGD(0.5, clipnorm=0.1)},
+    ),
+    Config(
+        "global-clipnorm-ema",
+        functional,
+        _arrays_kwargs(),
+        {
+            "optimizer": keras.optimizers.Adam(
+                1e-2, global_clipnorm=0.5, use_ema=True
+            )
+        },
+    ),
 ]
 
 
 def train(config: Config, driver: str, epochs: int = 3):
     keras.utils.set_random_seed(SEED)
-    model = config.build(**config.compile_options)
+    options = dict(config.compile_options)
+    if "optimizer" in options:  # a fresh optimizer for every run
+        optimizer = options["optimizer"]
+        options["optimizer"] = optimizer.from_config(optimizer.get_config())
+    model = config.build(**options)
     kwargs = dict(epochs=epochs, verbose=0, **config.fit_kwargs())
     keras.utils.set_random_seed(SEED + 1)
     if driver == "keras":
