@@ -1,0 +1,279 @@
+"""StepTimer: per-epoch time waiting for data vs time in steps, for ManualLoop.
+
+Is my input pipeline the bottleneck? `keras.Model.fit` cannot tell you: its
+compiled train function pulls each batch from the `tf.data` iterator inside
+the graph, so the time spent waiting for the next batch and the time spent
+computing are one number. Add a `StepTimer` to `ManualLoop(model).fit` and
+every epoch's logs (so History, the progress bar, CSVLogger and TensorBoard)
+gain three values:
+
+- `data_wait_s`: seconds the loop waited for the input pipeline to hand over
+  the epoch's batches;
+- `step_s`: seconds spent running the epoch's training steps;
+- `samples_per_s`: training samples per second of the two together.
+
+Read `data_wait_s / (data_wait_s + step_s)`: near 0, the model is the
+bottleneck and a faster pipeline gains nothing; above roughly 0.1-0.2, the
+accelerator sits idle waiting for data, so add `.prefetch(tf.data.AUTOTUNE)`,
+`num_parallel_calls=tf.data.AUTOTUNE` in `map`, `.cache()`, or move the work
+offline. Use it to diagnose, then remove it: it measures, it does not speed
+anything up. Read the epochs after the first: the first epoch's `step_s`
+also holds the tracing of the step. Handing a batch from tf.data to Python
+costs a fraction of a millisecond, so with tiny steps the share of an
+in-memory pipeline is not 0; compare shares, as between two pipelines.
+
+How it measures (the design decision): when a `StepTimer` is among the
+callbacks, `ManualLoop` fetches each training batch in Python with
+`next(iterator)` (timed: the data wait), then runs the same compiled single
+step on it (timed up to the point its logs are ready: the step). The math
+and the data order do not change, so the weights stay bitwise equal to
+`fit`'s; the callbacks are called exactly as without the timer. With
+`steps_per_execution > 1` the steps of a chunk run one call at a time so
+that each fetch can be timed, which costs a little throughput on tiny steps.
+Without a `StepTimer` nothing of this runs: `maybe_timed` hands back the
+loop's own step function, untouched. Validation, `evaluate` and `predict` are
+not timed.
+
+Under `keras.Model.fit` there is no Python fetch to time, so a `StepTimer`
+raises a `TimingUnavailableError` after the first batch, rather than report
+numbers it cannot measure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from customfit import steps
+from customfit.errors import CustomFitError
+from customfit.errors import message
+
+
+class TimingUnavailableError(CustomFitError, RuntimeError):
+    """A `StepTimer` was used where per-step timing cannot be measured."""
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Adds `data_wait_s`, `step_s` and `samples_per_s` to each epoch's logs.
+
+    Pass it in `callbacks` of `ManualLoop(model).fit(...)`. At the end of each
+    epoch it writes, into the epoch logs every later callback receives:
+
+    - `data_wait_s`: seconds spent waiting for the epoch's training batches;
+    - `step_s`: seconds spent running the epoch's training steps;
+    - `samples_per_s`: training samples divided by the sum of the two.
+
+    History, the progress bar (`verbose=1` or `2`), `CSVLogger` and
+    `TensorBoard` show them like any metric, because the loop adds those
+    callbacks after yours. Put the timer before any `ProgbarLogger`,
+    `History` or `CSVLogger` you pass yourself, as you would a
+    `LearningRateScheduler`, so that they see the values too.
+
+    When `data_wait_s` is a large share of `data_wait_s + step_s` (more than
+    about a tenth), the input pipeline is the bottleneck. See the module
+    docstring for how it measures and what it costs.
+
+    Attributes:
+        epoch_timings: One dict of the three values per epoch trained.
+
+    Raises:
+        TimingUnavailableError: Under `keras.Model.fit`, whose compiled step
+            fetches its own batches, after the first batch.
+
+    Example:
+
+    ```python
+    from customfit import ManualLoop
+    from customfit.timing import StepTimer
+
+    history = ManualLoop(model).fit(dataset, epochs=3, callbacks=[StepTimer()])
+    wait = history.history["data_wait_s"][-1]
+    share = wait / (wait + history.history["step_s"][-1])
+    print(f"{share:.0%} of the last epoch was spent waiting for data")
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch_timings: list[dict[str, float]] = []
+        self._reset()
+
+    def record(self, data_wait_s: float, step_s: float, samples: int) -> None:
+        """Adds the measurements of one or more steps to the current epoch.
+
+        `ManualLoop` calls this as it runs the steps it times.
+
+        Args:
+            data_wait_s: Seconds spent fetching the steps' batches.
+            step_s: Seconds spent running the steps.
+            samples: Samples in the steps' batches, over all replicas.
+        """
+        self._data_wait_s += data_wait_s
+        self._step_s += step_s
+        self._samples += samples
+        self._steps += 1
+
+    def result(self) -> dict[str, float]:
+        """The current epoch's timing so far, as it goes into the logs."""
+        busy = self._data_wait_s + self._step_s
+        return {
+            "data_wait_s": self._data_wait_s,
+            "step_s": self._step_s,
+            "samples_per_s": self._samples / busy if busy > 0 else 0.0,
+        }
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._steps == 0:
+            raise TimingUnavailableError(
+                message(
+                    "StepTimer can time steps only when ManualLoop drives "
+                    "training: under keras.Model.fit the compiled step "
+                    "fetches its own batches inside the graph.",
+                    expected="ManualLoop(model).fit(..., "
+                    "callbacks=[StepTimer()])",
+                    received=f"no step timed before batch {batch} "
+                    "(model.fit, or a loop that does not call "
+                    "customfit.timing.maybe_timed)",
+                    fix="train with ManualLoop(model).fit(...), which takes "
+                    "the same arguments, or remove StepTimer from "
+                    "`callbacks`",
+                )
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._steps == 0:
+            return
+        timing = self.result()
+        self.epoch_timings.append(timing)
+        if logs is not None:
+            logs.update(timing)
+
+    def _reset(self) -> None:
+        self._data_wait_s = 0.0
+        self._step_s = 0.0
+        self._samples = 0
+        self._steps = 0
+
+
+def maybe_timed(
+    step_function: steps.StepFunction,
+    callbacks: keras.callbacks.CallbackList | None,
+) -> Any:
+    """Returns `step_function`, timed when `callbacks` hold a `StepTimer`.
+
+    Without a `StepTimer` this returns `step_function` itself, so the default
+    path pays nothing.
+
+    Args:
+        step_function: A training `StepFunction` from `customfit.steps`.
+        callbacks: The loop's callbacks (a `CallbackList`), or None.
+
+    Returns:
+        A callable taking the batch iterator, as `step_function` does.
+    """
+    timer = _find_timer(callbacks)
+    if timer is None:
+        return step_function
+    return _TimedSteps(step_function, timer)
+
+
+def _find_timer(callbacks: Any) -> StepTimer | None:
+    if callbacks is None:
+        return None
+    for callback in getattr(callbacks, "callbacks", callbacks):
+        if isinstance(callback, StepTimer):
+            return callback
+    return None
+
+
+class _TimedSteps:
+    """Runs a chunk of steps one at a time, timing each fetch and each step.
+
+    Called like a `StepFunction`: with the batch iterator, it runs up to
+    `steps_per_execution` steps and returns the last step's logs, raising
+    `StopIteration` when the iterator had no batch left.
+    """
+
+    def __init__(self, step_function: steps.StepFunction, timer: StepTimer):
+        self._step_function = step_function
+        self._timer = timer
+        self._strategy = timer.model.distribute_strategy
+        # The single compiled step (on one batch) inside the chunk function;
+        # None when the model runs eagerly.
+        self._one_step = step_function._compiled_step
+
+    def __call__(self, iterator: Any) -> Any:
+        if self._one_step is None:
+            return self._eager_chunk(iterator)
+        logs = None
+        for index in range(self._step_function.steps_per_execution):
+            start = time.perf_counter()
+            try:
+                data = next(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                if index == 0:
+                    raise StopIteration from None
+                break
+            fetched = time.perf_counter()
+            logs = self._one_step(data)
+            _wait_until_ready(logs)
+            self._timer.record(
+                fetched - start,
+                time.perf_counter() - fetched,
+                _count_samples(data, self._strategy),
+            )
+        return logs
+
+    def _eager_chunk(self, iterator: Any) -> Any:
+        """Eager steps fetch in Python already: time the fetches in place."""
+        fetches = _TimedIterator(iterator, self._strategy)
+        start = time.perf_counter()
+        logs = self._step_function(fetches)
+        _wait_until_ready(logs)
+        elapsed = time.perf_counter() - start
+        self._timer.record(
+            fetches.wait_s, elapsed - fetches.wait_s, fetches.samples
+        )
+        return logs
+
+
+class _TimedIterator:
+    """Wraps a batch iterator; adds up the time `next` takes, and samples."""
+
+    def __init__(self, iterator: Any, strategy: tf.distribute.Strategy):
+        self._iterator = iterator
+        self._strategy = strategy
+        self.wait_s = 0.0
+        self.samples = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Any:
+        start = time.perf_counter()
+        data = next(self._iterator)
+        self.wait_s += time.perf_counter() - start
+        self.samples += _count_samples(data, self._strategy)
+        return data
+
+
+def _count_samples(data: Any, strategy: tf.distribute.Strategy) -> int:
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    leaves = tf.nest.flatten(x)
+    if not leaves:
+        return 0
+    parts = strategy.experimental_local_results(leaves[0])
+    return sum(int(part.shape[0] or tf.shape(part)[0]) for part in parts)
+
+
+def _wait_until_ready(logs: Any) -> None:
+    """Blocks until the step's outputs are computed (GPU steps run async)."""
+    for value in tf.nest.flatten(logs):
+        if hasattr(value, "numpy"):
+            value.numpy()
