@@ -5,12 +5,14 @@ Who owns what:
 - `model.py`: `CustomModel`, Keras' default step split into hooks (the math);
 - `loop.py`: `ManualLoop`, epochs, batches and callbacks as a Python loop;
 - `steps.py`: a step turned into a compiled, distributed function;
+- `backup.py`: exact backup and resume, clean stops on Ctrl-C;
 - `data.py`: user input checked and turned into batches, epoch by epoch;
 - `distribute.py`: multi-worker helpers (the chief, where each one writes);
 - `errors.py`: the error types and how their messages read;
 - `_keras_compat.py`: the few private Keras names used, in one place.
 """
 
+from customfit.backup import Backup
 from customfit.errors import CustomFitError
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
@@ -22,6 +24,7 @@ from customfit.model import CustomModel
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backup",
     "CustomFitError",
     "CustomModel",
     "InputTypeError",

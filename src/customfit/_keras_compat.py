@@ -96,7 +96,17 @@ def maybe_symbolic_build(model, batches) -> None:
         # (keras-team/keras#20585). Shapes and dtypes are all the build
         # needs, and the dataset's element_spec has them.
         if model._distribute_strategy is not None:
-            with strategy.scope():
-                model._symbolic_build(data_batch=batches.element_spec)
+            symbolic_build(model, batches.element_spec)
         return
     model._maybe_symbolic_build(iterator=batches)
+
+
+def symbolic_build(model, element_spec) -> None:
+    """Creates the model's, metrics' and optimizer's variables from shapes.
+
+    `element_spec` is one batch's structure of `tf.TensorSpec` (batch
+    dimension None is fine): fit's `_symbolic_build` reads only shapes and
+    dtypes.
+    """
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=element_spec)

@@ -59,7 +59,9 @@ class Batches:
         self.steps_per_execution = steps_per_execution
         self._num_batches = adapter.num_batches
         self._iterator = None
-        self._steps_seen = 0
+        self._steps_seen = 0  # batches taken from the current iterator
+        self._resume_step = 0  # where the next epoch starts (after a backup)
+        self.steps_done = 0
 
     def reset(self) -> None:
         """Forgets the position in the data: the next epoch starts afresh."""
@@ -72,41 +74,77 @@ class Batches:
         """Steps in one epoch, or None until a pass of unknown size ends."""
         return self.steps_per_epoch or self._num_batches
 
+    @property
+    def iterator(self) -> Any:
+        """The iterator the current (or next) epoch reads from, if any."""
+        return self._iterator
+
+    def new_iterator(self) -> Any:
+        """Starts a fresh iterator (a backup then restores its position).
+
+        The restored iterator state carries the dataset's shuffle seeds, so
+        the epochs after a resume reshuffle as they would have.
+        """
+        self._iterator = iter(self.dataset)
+        self._steps_seen = 0
+        return self._iterator
+
+    def resume_at(
+        self, step: int, steps_seen: int, num_batches: int | None
+    ) -> None:
+        """Makes the next epoch continue at `step` of the current iterator."""
+        self._resume_step = step
+        self._steps_seen = steps_seen
+        self._num_batches = num_batches or self._num_batches
+
+    @property
+    def position(self) -> dict[str, int | None]:
+        """What `resume_at` needs to continue from here."""
+        return {
+            "step": self.steps_done,
+            "steps_seen": self._steps_seen,
+            "num_batches": self._num_batches,
+        }
+
     def __iter__(self) -> Iterator[tuple[int, int, Any]]:
         self._adapter.on_epoch_begin()
+        first_step, self._resume_step = self._resume_step, 0
         steps = self.num_batches
         if steps:
-            yield from self._known_length_epoch(steps)
+            yield from self._known_length_epoch(steps, first_step)
         else:
-            yield from self._unknown_length_epoch()
+            yield from self._unknown_length_epoch(first_step)
         self._adapter.on_epoch_end()
 
-    def _known_length_epoch(self, steps: int):
+    def _known_length_epoch(self, steps: int, first_step: int):
         spe = self.steps_per_execution
-        if self._iterator is None or self.steps_per_epoch is None:
-            self._iterator = iter(self.dataset)
-            self._steps_seen = 0
-        for step in range(0, steps, spe):
+        resuming = first_step > 0 and self._iterator is not None
+        if not resuming and (
+            self._iterator is None or self.steps_per_epoch is None
+        ):
+            self.new_iterator()
+        for step in range(first_step, steps, spe):
             if self._num_batches and self._steps_seen >= self._num_batches:
                 if self.steps_per_epoch:
                     _warn_out_of_data()
                 break
             self._steps_seen += spe
+            self.steps_done = min(step + spe, steps)
             yield step, step + spe - 1, self._iterator
         if self._num_batches and self._steps_seen >= self._num_batches:
             # fit creates the next iterator here, at the end of the pass. A
             # dataset that reshuffles each iteration draws a new seed for
             # every iterator, so doing the same keeps the shuffles identical.
-            self._iterator = iter(self.dataset)
-            self._steps_seen = 0
+            self.new_iterator()
 
-    def _unknown_length_epoch(self):
+    def _unknown_length_epoch(self, first_step: int):
         spe = self.steps_per_execution
-        iterator = iter(self.dataset)
-        step = 0
+        if not (first_step > 0 and self._iterator is not None):
+            self.new_iterator()
+        step = first_step
         while True:
-            self._steps_seen = step + spe
-            yield step, step + spe - 1, iterator
+            self._steps_seen = self.steps_done = step + spe
+            yield step, step + spe - 1, self._iterator
             step += spe
 
     @contextlib.contextmanager

@@ -12,6 +12,9 @@ from customfit import _keras_compat
 from customfit import data
 from customfit import steps
 from customfit import timing
+from customfit.backup import Backup
+from customfit.backup import BackupCallback
+from customfit.backup import build_for_backup
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import NotCompiledError
@@ -54,6 +57,9 @@ class ManualLoop:
         run_eagerly: Run the steps uncompiled, so a breakpoint or a `print`
             in `train_step` fires on every batch. None (default) follows
             `model.run_eagerly`.
+        backup: A `customfit.Backup` (or just its directory) to back the
+            run up to, so that `fit` called again resumes exactly where a
+            crashed or interrupted run stopped. See `customfit.backup`.
 
     Example:
 
@@ -69,10 +75,17 @@ class ManualLoop:
     ```
     """
 
-    def __init__(self, model: keras.Model, *, run_eagerly: bool | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        run_eagerly: bool | None = None,
+        backup: Backup | str | None = None,
+    ):
         _check_model(model)
         self.model = model
         self.run_eagerly = run_eagerly
+        self.backup = Backup(backup) if isinstance(backup, str) else backup
         self._functions: dict[str, steps.StepFunction] = {}
         self._functions_key: Any = None
 
@@ -123,26 +136,29 @@ class ManualLoop:
             validation_freq=validation_freq,
         )
         model = self.model
-        self._prepare(plan.train)
+        self._prepare(plan.train, for_backup=self.backup is not None)
+        backups = BackupCallback(self.backup, model, plan.train)
         callbacks = self._callback_list(
-            callbacks, verbose, epochs, plan.train.num_batches, history=True
+            callbacks, verbose, epochs, plan.train.num_batches, last=backups
         )
         model.stop_training = False
         callbacks.on_train_begin()
-        initial_epoch = _keras_compat.initial_epoch_override(model) or (
-            plan.initial_epoch
+        start = backups.restore(
+            _keras_compat.initial_epoch_override(model) or plan.initial_epoch
         )
         logs = None
-        for epoch in range(initial_epoch, epochs):
-            model.reset_metrics()
-            callbacks.on_epoch_begin(epoch)
-            logs = self.train_epoch(plan.train, callbacks)
-            if plan.should_validate(epoch):
-                val_logs = self.evaluate_epoch(plan.validation, callbacks)
-                logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            callbacks.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
+        with backups.guarding(callbacks):  # Ctrl-C, errors: on_train_end
+            for epoch in range(start.epoch, epochs):
+                if not start.continues_epoch(epoch):
+                    model.reset_metrics()
+                callbacks.on_epoch_begin(epoch)
+                logs = self.train_epoch(plan.train, callbacks)
+                if plan.should_validate(epoch):
+                    val_logs = self.evaluate_epoch(plan.validation, callbacks)
+                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                callbacks.on_epoch_end(epoch, logs)
+                if model.stop_training:
+                    break
         self._finalize_optimizer(epochs)
         callbacks.on_train_end(logs)
         return model.history
@@ -176,7 +192,7 @@ class ManualLoop:
             strategy=self.model.distribute_strategy,
         )
         callbacks = self._callback_list(
-            callbacks, verbose, 1, batches.num_batches, history=False
+            callbacks, verbose, 1, batches.num_batches
         )
         logs = self.evaluate_epoch(batches, callbacks)
         if return_dict:
@@ -205,7 +221,7 @@ class ManualLoop:
             strategy=self.model.distribute_strategy,
         )
         callbacks = self._callback_list(
-            callbacks, verbose, 1, batches.num_batches, history=False
+            callbacks, verbose, 1, batches.num_batches
         )
         predict_function = self._function("predict")
         self.model.stop_predicting = False
@@ -290,15 +306,18 @@ class ManualLoop:
         callbacks.on_test_end(logs)
         return logs
 
-    def _prepare(self, batches: data.Batches) -> None:
+    def _prepare(self, batches: data.Batches, for_backup=False) -> None:
         """Builds every variable first (under a strategy) and rewinds data.
 
         Exactly what fit does before a pass: the data starts from its
         beginning, and with validation_steps each validation reads the
-        same batches.
+        same batches. A backup needs every variable to exist before its
+        first write, so with backups on the model is always built first.
         """
         _keras_compat.maybe_symbolic_build(self.model, batches)
         batches.reset()
+        if for_backup:
+            build_for_backup(self.model, batches)
 
     def _function(self, kind: str) -> steps.StepFunction:
         """The compiled step function for `kind`, rebuilt after `compile()`."""
@@ -323,18 +342,29 @@ class ManualLoop:
             self._functions[kind] = make(model, run_eagerly=run_eagerly)
         return self._functions[kind]
 
-    def _callback_list(self, callbacks, verbose, epochs, num_batches, history):
-        if isinstance(callbacks, keras.callbacks.CallbackList):
-            return callbacks
-        return keras.callbacks.CallbackList(
-            callbacks,
-            add_history=history,
-            add_progbar=verbose != 0,
-            verbose=verbose,
-            epochs=epochs,
-            steps=num_batches,
-            model=self.model,
-        )
+    def _callback_list(
+        self, callbacks, verbose, epochs, num_batches, last=None
+    ):
+        """fit's CallbackList (History and progress bar added), then `last`.
+
+        `last` runs after every other callback, History included. Only fit
+        passes one, and only fit gets a History.
+        """
+        if not isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks = keras.callbacks.CallbackList(
+                callbacks,
+                add_history=last is not None,
+                add_progbar=verbose != 0,
+                verbose=verbose,
+                epochs=epochs,
+                steps=num_batches,
+                model=self.model,
+            )
+        if last is not None:
+            last.set_model(self.model)
+            last.set_params(callbacks.params)
+            callbacks.callbacks.append(last)
+        return callbacks
 
     def _finalize_optimizer(self, epochs: int) -> None:
         optimizer = self.model.optimizer
