@@ -1,8 +1,8 @@
 """ManualLoop drives Keras callbacks exactly as keras.Model.fit drives them.
 
 Every test trains the same seeded model twice, once with `model.fit` and once
-with `ManualLoop(model).fit`, each from a fresh Keras session (so layer and
-optimizer names match too), and compares what a user can observe:
+with `ManualLoop(model).fit` (every layer named, so files name the same
+things), and compares what a user can observe:
 
 - the hooks: a recording callback captures every hook call with its batch or
   epoch index, its logs and the optimizer step, and the two recordings are
@@ -17,6 +17,7 @@ drive. Op determinism is on (tests/conftest.py).
 """
 
 import dataclasses
+import gc
 import io
 import json
 import os
@@ -38,6 +39,7 @@ from customfit import steps
 from customfit.timing import StepTimer
 from customfit.timing import TimingUnavailableError
 from customfit.timing import maybe_timed
+from tests.conftest import REPLICA_DEVICES
 
 SEED = 11
 DRIVERS = ("fit", "manual")
@@ -138,30 +140,42 @@ class Recorder(keras.callbacks.Callback):
 
     Optionally stops training from a batch hook (once the optimizer has run
     `stop_at_step` steps) or from an epoch hook (at the end of epoch
-    `stop_at_epoch`).
+    `stop_at_epoch`), or stops each validation after its batch
+    `stop_test_at_batch` (`model.stop_evaluating`).
     """
 
-    def __init__(self, stop_at_step=None, stop_at_epoch=None):
+    def __init__(
+        self, stop_at_step=None, stop_at_epoch=None, stop_test_at_batch=None
+    ):
         super().__init__()
         self.events = []
         self.stop_at_step = stop_at_step
         self.stop_at_epoch = stop_at_epoch
+        self.stop_test_at_batch = stop_test_at_batch
 
-    def record(self, hook, *args, logs=None):
-        if args and isinstance(args[-1], dict) or args[-1:] == (None,):
-            *args, logs = args
+    def record(self, hook, index, logs):
         step = int(self.model.optimizer.iterations)
-        self.events.append((hook, *args, _plain(logs), step))
+        self.events.append((hook, index, _plain(logs), step))
         if hook == "on_train_batch_end" and self.stop_at_step is not None:
             if step >= self.stop_at_step:
                 self.model.stop_training = True
-        if hook == "on_epoch_end" and args[0] == self.stop_at_epoch:
+        if hook == "on_epoch_end" and index == self.stop_at_epoch:
             self.model.stop_training = True
+        if hook == "on_test_batch_end" and index == self.stop_test_at_batch:
+            self.model.stop_evaluating = True
 
 
 def _recording(hook):
-    def method(self, *args, **kwargs):
-        self.record(hook, *args, **kwargs)
+    """A hook method that records its call (batch and epoch hooks: index)."""
+    if "batch" in hook or "epoch" in hook:
+
+        def method(self, index, logs=None):
+            self.record(hook, index, logs)
+
+    else:
+
+        def method(self, logs=None):
+            self.record(hook, None, logs)
 
     method.__name__ = hook
     return method
@@ -210,6 +224,7 @@ class Run:
     steps_per_execution: int = 1
     stop_at_step: int | None = None
     stop_at_epoch: int | None = None
+    stop_test_at_batch: int | None = None
     optimizer: Callable[[], keras.optimizers.Optimizer] | None = None
 
     def __str__(self):
@@ -322,6 +337,11 @@ RUNS = [
         stop_at_epoch=1,
     ),
     Run(
+        "stop_evaluating_from_test_batch_hook",
+        {"epochs": 2, "validation_data": VALIDATION, "verbose": 1},
+        stop_test_at_batch=0,
+    ),
+    Run(
         # fit ends with optimizer.finalize_variable_values: EMA weights.
         "ema_weights_finalized_at_the_end",
         {"epochs": 2, "verbose": 1},
@@ -332,7 +352,9 @@ RUNS = [
 
 def _record(driver, run, capsys):
     model = _model(run.steps_per_execution, run.optimizer)
-    recorder = Recorder(run.stop_at_step, run.stop_at_epoch)
+    recorder = Recorder(
+        run.stop_at_step, run.stop_at_epoch, run.stop_test_at_batch
+    )
     capsys.readouterr()
     history = _fit(driver, model, callbacks=[recorder], **run.fit)
     return {
@@ -361,7 +383,9 @@ def test_hooks_logs_and_progress_bar_match_fit(
 def test_the_runs_reach_every_hook_and_print(capsys, every_progbar_update):
     # Guards the test above: its runs call each fit hook and print a bar.
     hooks, printed = set(), ""
-    for run in (RUNS[1], RUNS[2]):
+    for run in RUNS:
+        if str(run) not in ("validation", "validation_freq_2"):
+            continue
         recorded = _record("manual", run, capsys)
         hooks |= {event[0] for event in recorded["events"]}
         printed += recorded["printed"]
@@ -768,11 +792,7 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 def _interrupted_then_resumed(driver, directory, save_freq, interrupt):
-    options = {
-        "epochs": 4,
-        "validation_data": VALIDATION,
-        "verbose": 0,
-    }
+    options = {"epochs": 3, "validation_data": VALIDATION, "verbose": 0}
     model = _model(optimizer=lambda: keras.optimizers.Adam(0.01))
     backup = keras.callbacks.BackupAndRestore(directory, save_freq=save_freq)
     with pytest.raises(_Interrupted):
@@ -815,7 +835,7 @@ def test_resuming_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path):
     )
     model = _model(optimizer=lambda: keras.optimizers.Adam(0.01))
     history = _fit(
-        "manual", model, epochs=4, validation_data=VALIDATION, verbose=0
+        "manual", model, epochs=3, validation_data=VALIDATION, verbose=0
     )
     _assert_same(resumed["weights"], model.get_weights(), "weights")
     for name, values in history.history.items():
@@ -874,8 +894,13 @@ def test_step_timer_shows_a_slow_input_pipeline():
     # the speed of the step.
     slow = _dataset(x, y, batch_size=64).map(_sleepy(0.05))
 
-    fast_share = _data_wait_share(fast)
-    slow_share = _data_wait_share(slow)
+    gc.collect()
+    gc.disable()  # a collection pausing one fetch would weigh on the shares
+    try:
+        fast_share = _data_wait_share(fast)
+        slow_share = _data_wait_share(slow)
+    finally:
+        gc.enable()
 
     assert slow_share > 2 * fast_share, (slow_share, fast_share)
     assert slow_share - fast_share > 0.3, (slow_share, fast_share)
@@ -913,6 +938,21 @@ def test_step_timer_changes_nothing_but_adds_its_logs(
     assert recorder.events == fit_recorder.events
     # Every sample of an epoch is counted once.
     for epoch in timer.epoch_timings:
+        busy = epoch["data_wait_s"] + epoch["step_s"]
+        assert epoch["samples_per_s"] * busy == pytest.approx(len(X))
+
+
+def test_step_timer_counts_every_replicas_samples_under_mirrored_strategy():
+    weights, timers = {}, {}
+    for driver, callbacks in (("fit", []), ("manual", [StepTimer()])):
+        with tf.distribute.MirroredStrategy(REPLICA_DEVICES).scope():
+            model = _model()
+        _fit(driver, model, epochs=2, verbose=0, callbacks=callbacks)
+        weights[driver], timers[driver] = model.get_weights(), callbacks
+
+    _assert_same(weights["manual"], weights["fit"], "weights")
+    assert len(timers["manual"][0].epoch_timings) == 2
+    for epoch in timers["manual"][0].epoch_timings:
         busy = epoch["data_wait_s"] + epoch["step_s"]
         assert epoch["samples_per_s"] * busy == pytest.approx(len(X))
 

@@ -13,14 +13,16 @@ gain three values:
 - `samples_per_s`: training samples per second of the two together.
 
 Read `data_wait_s / (data_wait_s + step_s)`: near 0, the model is the
-bottleneck and a faster pipeline gains nothing; above roughly 0.1-0.2, the
-accelerator sits idle waiting for data, so add `.prefetch(tf.data.AUTOTUNE)`,
-`num_parallel_calls=tf.data.AUTOTUNE` in `map`, `.cache()`, or move the work
-offline. Use it to diagnose, then remove it: it measures, it does not speed
-anything up. Read the epochs after the first: the first epoch's `step_s`
-also holds the tracing of the step. Handing a batch from tf.data to Python
-costs a fraction of a millisecond, so with tiny steps the share of an
-in-memory pipeline is not 0; compare shares, as between two pipelines.
+bottleneck and a faster pipeline gains nothing; a large share (say above a
+fifth) means the accelerator sits idle waiting for data, so add
+`.prefetch(tf.data.AUTOTUNE)`, `num_parallel_calls=tf.data.AUTOTUNE` in
+`map`, `.cache()`, or move the work offline. Use it to diagnose, then remove
+it: it measures, it does not speed anything up.
+
+Read the epochs after the first: the first epoch's `step_s` also holds the
+tracing of the step. Handing a batch from tf.data to Python costs a fraction
+of a millisecond, so with tiny steps even an in-memory pipeline shows a
+share above 0; compare shares, as between two pipelines.
 
 How it measures (the design decision): when a `StepTimer` is among the
 callbacks, `ManualLoop` fetches each training batch in Python with
@@ -72,9 +74,11 @@ class StepTimer(keras.callbacks.Callback):
     `History` or `CSVLogger` you pass yourself, as you would a
     `LearningRateScheduler`, so that they see the values too.
 
-    When `data_wait_s` is a large share of `data_wait_s + step_s` (more than
-    about a tenth), the input pipeline is the bottleneck. See the module
-    docstring for how it measures and what it costs.
+    When `data_wait_s` is a large share of `data_wait_s + step_s`, the input
+    pipeline is the bottleneck. For a baseline, time the same model on
+    `dataset.take(n).cache()`: the share it shows is the hand-over cost
+    alone, and what your pipeline adds on top is what faster input can win.
+    See the module docstring for how it measures and what it costs.
 
     Attributes:
         epoch_timings: One dict of the three values per epoch trained.
