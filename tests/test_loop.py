@@ -109,6 +109,60 @@ BAD_FIT_CALLS = [
         "cannot both be given",
     ),
     (
+        "one-hot-labels-for-sparse-loss",
+        lambda: dict(x=X, y=np.eye(2)[Y]),
+        customfit.InputValueError,
+        r"one integer class index per sample[\s\S]*shape \(None, 2\)",
+    ),
+    (
+        "labels-out-of-range",
+        lambda: dict(x=X, y=Y * 5),
+        customfit.InputValueError,
+        r"Labels out of range[\s\S]*labels from 0 to 5",
+    ),
+    (
+        "string-features",
+        lambda: dict(
+            x=tf.data.Dataset.from_tensor_slices(
+                (np.array(["a b"] * 40), Y)
+            ).batch(8)
+        ),
+        customfit.InputTypeError,
+        r"holds strings[\s\S]*StringLookup",
+    ),
+    (
+        "dataset-with-four-elements",
+        lambda: dict(
+            x=tf.data.Dataset.from_tensor_slices((X, Y, Y, Y)).batch(8)
+        ),
+        customfit.InputValueError,
+        "yields 4 elements per batch",
+    ),
+    (
+        "dict-keys-do-not-match-inputs",
+        lambda: dict(x={"feature": X}, y=Y),
+        customfit.InputValueError,
+        r"a dict with keys \['features'\][\s\S]*\['feature'\]",
+    ),
+    (
+        "steps-per-epoch-float",
+        lambda: dict(x=dataset().repeat(), steps_per_epoch=2.5),
+        customfit.InputTypeError,
+        "`steps_per_epoch` must be a whole number",
+    ),
+    (
+        "epochs-not-an-int",
+        lambda: dict(x=dataset(), epochs="3"),
+        customfit.InputTypeError,
+        "`epochs` must be a whole number",
+    ),
+    (
+        "x-missing",
+        lambda: dict(x=None),
+        customfit.InputValueError,
+        "`x` is missing",
+    ),
+    (
         "callback-class-not-instance",
         lambda: dict(x=dataset(), callbacks=[keras.callbacks.EarlyStopping]),
         customfit.InputTypeError,
@@ -133,6 +187,35 @@ def test_bad_fit_call_fails_at_the_door(make_kwargs, error, pattern):
     assert model.optimizer.iterations.numpy() == 0
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
+
+
+def test_class_weight_for_a_multi_output_model_fails_at_the_door():
+    inputs = keras.Input((4,))
+    model = CustomModel(
+        inputs, [keras.layers.Dense(2)(inputs), keras.layers.Dense(2)(inputs)]
+    )
+    model.compile(optimizer="sgd", loss=["mse", "mse"])
+    with pytest.raises(
+        customfit.InputValueError, match="single output"
+    ) as raised:
+        ManualLoop(model).fit(
+            X, (np.zeros((40, 2)), np.zeros((40, 2))), class_weight={0: 2.0}
+        )
+    assert "Fix: " in str(raised.value)
+    assert model.optimizer.iterations.numpy() == 0
+
+
+def test_tf_keras_model_is_refused_with_the_fix():
+    tf_keras = pytest.importorskip("tf_keras")
+    model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(4,))])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(customfit.InputTypeError, match="not tf_keras"):
+        ManualLoop(model)
+
+
+def test_predict_on_an_empty_sequential_fails_at_the_door():
+    with pytest.raises(customfit.InputValueError, match="has no layers"):
+        ManualLoop(keras.Sequential()).predict(X, verbose=0)
 
 
 def test_uncompiled_model_fails_with_the_fix():

@@ -176,3 +176,47 @@ def test_mixed_precision_default_step_equals_plain_keras(policy):
             assert history == results[0][1]
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def nan_batches():
+    x = np.random.default_rng(2).normal(size=(32, 4)).astype("float32")
+    x[12] = np.nan  # in batch 1 (of 4 batches of 8)
+    return x, np.ones((32, 1), "float32")
+
+
+@pytest.mark.parametrize("driver", ["keras", "manual"])
+def test_skip_nonfinite_steps_leaves_weights_and_optimizer_untouched(driver):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = CustomModel(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse", skip_nonfinite_steps=True)
+    x, y = nan_batches()
+    kwargs = dict(batch_size=8, epochs=2, verbose=0, shuffle=False)
+    if driver == "keras":
+        history = model.fit(x, y, **kwargs)
+    else:
+        history = ManualLoop(model).fit(x, y, **kwargs)
+    assert history.history["skipped_steps"] == [1.0, 1.0]
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert all(np.isfinite(history.history["loss"]))
+    assert model.optimizer.iterations.numpy() == 6  # 8 steps, 2 skipped
+
+
+def test_without_skipping_a_nan_reaches_the_weights_and_terminate_on_nan():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = CustomModel(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    x, y = nan_batches()
+    history = ManualLoop(model).fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        shuffle=False,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    assert not all(np.isfinite(w).all() for w in model.get_weights())
+    assert model.optimizer.iterations.numpy() == 2  # stopped after batch 1
+    assert history.epoch == [0]

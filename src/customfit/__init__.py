@@ -5,6 +5,8 @@ Who owns what:
 - `model.py`: `CustomModel`, Keras' default step split into hooks (the math);
 - `loop.py`: `ManualLoop`, epochs, batches and callbacks as a Python loop;
 - `steps.py`: a step turned into a compiled, distributed function;
+- `checks.py`: the data checked against the model before any step;
+- `timing.py`: `StepTimer`, time waiting for data vs. time in steps;
 - `backup.py`: exact backup and resume, clean stops on Ctrl-C;
 - `data.py`: user input checked and turned into batches, epoch by epoch;
 - `distribute.py`: multi-worker helpers (the chief, where each one writes);
@@ -20,6 +22,7 @@ from customfit.errors import NotCompiledError
 from customfit.errors import UnsupportedStrategyError
 from customfit.loop import ManualLoop
 from customfit.model import CustomModel
+from customfit.timing import StepTimer
 
 __version__ = "0.1.0"
 
@@ -31,6 +34,7 @@ __all__ = [
     "InputValueError",
     "ManualLoop",
     "NotCompiledError",
+    "StepTimer",
     "UnsupportedStrategyError",
     "__version__",
 ]

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from customfit import _keras_compat
+from customfit import checks
 from customfit import data
 from customfit import steps
 from customfit import timing
@@ -191,6 +192,7 @@ class ManualLoop:
             steps_per_execution=self.model.steps_per_execution,
             strategy=self.model.distribute_strategy,
         )
+        checks.check_against_model(self.model, batches.element_spec, y=y)
         callbacks = self._callback_list(
             callbacks, verbose, 1, batches.num_batches
         )
@@ -213,6 +215,7 @@ class ManualLoop:
             A numpy array, or a structure of them for multi-output models.
         """
         _check_callbacks(callbacks)
+        checks.check_has_layers(self.model, "predict")
         batches = data.batches(
             x,
             batch_size=batch_size,
@@ -396,6 +399,7 @@ class ManualLoop:
         _check_epochs(epochs, initial_epoch)
         _check_callbacks(callbacks)
         _check_weights(sample_weight, class_weight)
+        checks.check_class_weight(model, class_weight)
         if validation_split and validation_data is None:
             _check_validation_split(x, validation_split)
             (x, y, sample_weight), validation_data = (
@@ -416,6 +420,7 @@ class ManualLoop:
             steps_per_execution=spe,
             strategy=strategy,
         )
+        checks.check_against_model(model, train.element_spec, y=y)
         validation = None
         if validation_data is not None:
             _check_validation_structure(x, y, validation_data)
@@ -430,6 +435,12 @@ class ManualLoop:
                 steps_per_epoch=validation_steps,
                 steps_per_execution=spe,
                 strategy=strategy,
+                argument="validation_data",
+            )
+            checks.check_against_model(
+                model,
+                validation.element_spec,
+                y=val_y,
                 argument="validation_data",
             )
         return _FitPlan(

@@ -106,6 +106,40 @@ class CustomModel(keras.Model):
             )
         return super().fit(*args, **kwargs)
 
+    _skipped_steps = None
+
+    def compile(
+        self, *args: Any, skip_nonfinite_steps: bool = False, **kwargs: Any
+    ) -> None:
+        """`keras.Model.compile`, plus an opt-in guard against NaN steps.
+
+        Args:
+            *args: Passed to `keras.Model.compile`.
+            skip_nonfinite_steps: Skip every training step whose loss or
+                gradients hold a NaN or an infinity: the weights and the
+                optimizer state (its step count included) stay as they
+                were, the step's loss is not recorded, and the logs gain
+                `skipped_steps`, the number skipped this epoch. Off by
+                default, as in Keras: a NaN then reaches the weights, and
+                `keras.callbacks.TerminateOnNaN` stops the run.
+            **kwargs: Passed to `keras.Model.compile`.
+        """
+        super().compile(*args, **kwargs)
+        self._skipped_steps = (
+            keras.metrics.Sum(name="skipped_steps")
+            if skip_nonfinite_steps
+            else None
+        )
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """Keras' metrics, plus `skipped_steps` when steps may be skipped."""
+        metrics = super().metrics
+        skipped = self._skipped_steps
+        if skipped is not None and all(m is not skipped for m in metrics):
+            metrics = [*metrics, skipped]
+        return metrics
+
     def train_step(self, data: Any) -> dict[str, Any]:
         """Runs one training step on one batch; returns the metric results.
 
@@ -126,13 +160,18 @@ class CustomModel(keras.Model):
                 sample_weight=sample_weight,
                 training=True,
             )
-            self.track_loss(loss, x)
+            if self._skipped_steps is None:
+                self.track_loss(loss, x)
+            scaled_loss = loss
             if self.optimizer is not None:
-                loss = self.optimizer.scale_loss(loss)
+                scaled_loss = self.optimizer.scale_loss(loss)
         if self.trainable_weights:
             variables = self.trainable_weights
-            gradients = self.compute_gradients(tape, loss, variables)
-            self.apply_gradients(gradients, variables)
+            gradients = self.compute_gradients(tape, scaled_loss, variables)
+            if self._skipped_steps is None:
+                self.apply_gradients(gradients, variables)
+            else:
+                self._apply_if_finite(loss, x, gradients, variables)
         else:
             warnings.warn(
                 "The model does not have any trainable weights.", stacklevel=2
@@ -222,6 +261,26 @@ class CustomModel(keras.Model):
             A list of gradients, one per variable (`None` where unconnected).
         """
         return tape.gradient(loss, variables)
+
+    def _apply_if_finite(self, loss, x, gradients, variables) -> None:
+        """apply_gradients and track_loss, only when all is finite."""
+        if not self.optimizer.built:  # no variable creation inside tf.cond
+            self.optimizer.build(variables)
+        checks = [tf.reduce_all(tf.math.is_finite(loss))]
+        checks += [
+            tf.reduce_all(tf.math.is_finite(g))
+            for g in gradients
+            if g is not None
+        ]
+        finite = tf.reduce_all(tf.stack(checks))
+
+        def apply():
+            self.track_loss(loss, x)
+            self.apply_gradients(gradients, variables)
+            return tf.constant(0.0)
+
+        skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
+        self._skipped_steps.update_state(skipped)
 
     def apply_gradients(
         self, gradients: Sequence[Any], variables: Sequence[keras.Variable]
