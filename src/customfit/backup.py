@@ -161,11 +161,13 @@ class BackupCallback(keras.callbacks.Callback):
     # Writing.
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Notes the epoch, for the backups written during it."""
         self._epoch = epoch
         self._last_steps_done = self._batches.steps_done if self._resumed else 0
         self._resumed = False
 
     def on_train_batch_end(self, batch, logs=None):
+        """Backs up every `every_steps` steps; stops here after a Ctrl-C."""
         every = self.config.every_steps if self.config else None
         if every:
             done = self._batches.steps_done
@@ -177,6 +179,7 @@ class BackupCallback(keras.callbacks.Callback):
         self._maybe_stop_for_interrupt(self._epoch, self._batches.steps_done)
 
     def on_epoch_end(self, epoch, logs=None):
+        """Backs up every `every_epochs` epochs; stops after a Ctrl-C."""
         if self.config and (epoch + 1) % self.config.every_epochs == 0:
             self.write(epoch + 1, 0)
         self._maybe_stop_for_interrupt(epoch + 1, 0)

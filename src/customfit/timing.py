@@ -130,9 +130,11 @@ class StepTimer(keras.callbacks.Callback):
         }
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Starts the epoch's measurements from zero."""
         self._reset()
 
     def on_train_batch_end(self, batch, logs=None):
+        """Raises `TimingUnavailableError` if no step could be timed."""
         if self._steps == 0:
             raise TimingUnavailableError(
                 message(
@@ -151,6 +153,7 @@ class StepTimer(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
+        """Adds the epoch's three values to `logs` and `epoch_timings`."""
         if self._steps == 0:
             return
         timing = self.result()
