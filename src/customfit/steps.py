@@ -41,12 +41,15 @@ class StepFunction:
         steps_per_execution: int,
         compiled_step: Any = None,
         jit_compile: bool = False,
+        counts_steps: bool = False,
     ):
         self._run = run
         self._compiled_step = compiled_step
         self.steps_per_execution = steps_per_execution
         self.is_compiled = compiled_step is not None
         self.jit_compile = bool(jit_compile) and self.is_compiled
+        # A graph chunk of several steps also returns how many ran.
+        self._counts_steps = counts_steps
 
     def __call__(self, iterator: Any) -> Any:
         """Runs up to `steps_per_execution` steps; returns the last logs.
@@ -55,9 +58,15 @@ class StepFunction:
             StopIteration: If `iterator` had no batch left.
         """
         try:
-            return self._run(iterator)
+            outputs = self._run(iterator)
         except tf.errors.OutOfRangeError:
             raise StopIteration from None
+        if not self._counts_steps:
+            return outputs
+        steps_run, outputs = outputs
+        if int(steps_run) == 0:  # one host sync per chunk of steps
+            raise StopIteration
+        return outputs
 
     @property
     def tracing_count(self) -> int:
@@ -187,6 +196,7 @@ def _make_function(
         steps_per_execution=steps_per_execution,
         compiled_step=one_step,
         jit_compile=model.jit_compile,
+        counts_steps=steps_per_execution > 1,
     )
 
 
@@ -204,7 +214,9 @@ def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
         # No tf.cond may wrap a step: under MirroredStrategy the optimizer's
         # merge_call inside a cond fails ("You must feed a value for
         # placeholder"), which also breaks fit's own steps_per_execution > 1
-        # there. So whether another step runs is the loop's condition.
+        # there. So whether another step runs is the loop's condition, and
+        # the loop starts with no step run: an exhausted iterator runs none
+        # (optimizer.iterations included), as in fit.
         def should_continue(step, outputs, next_data):
             return tf.logical_and(
                 step < steps_per_execution, next_data.has_value()
@@ -219,15 +231,30 @@ def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
             )
             return step + 1, outputs, next_data
 
-        outputs = one_step(iterator.get_next())
-        _, outputs, _ = tf.while_loop(
-            should_continue,
-            run_step,
-            (tf.constant(1), outputs, iterator.get_next_as_optional()),
+        first = iterator.get_next_as_optional()
+        outputs = _zero_outputs(one_step, first.element_spec)
+        step = tf.constant(0)
+        if outputs is None:  # outputs of unknown shape: run one step first
+            outputs, step = one_step(iterator.get_next()), tf.constant(1)
+            first = iterator.get_next_as_optional()
+        steps_run, outputs, _ = tf.while_loop(
+            should_continue, run_step, (step, outputs, first)
         )
-        return outputs
+        return steps_run, outputs
 
     return several
+
+
+def _zero_outputs(one_step: Callable, element_spec: Any) -> Any:
+    """Zeros shaped like one step's outputs, or None if a shape is unknown."""
+    concrete = one_step.get_concrete_function(element_spec)
+    specs = tf.nest.flatten(concrete.structured_outputs)
+    if not all(spec.shape.is_fully_defined() for spec in specs):
+        return None
+    return tf.nest.map_structure(
+        lambda spec: tf.zeros(spec.shape, spec.dtype),
+        concrete.structured_outputs,
+    )
 
 
 def _eager_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
