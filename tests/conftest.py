@@ -17,6 +17,21 @@ tf.config.set_logical_device_configuration(
 )
 REPLICA_DEVICES = ["/cpu:0", "/cpu:1"]
 
+_MIRRORED = []
+
+
+def mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    """The session's one MirroredStrategy over the two logical CPUs.
+
+    Every MirroredStrategy numbers its all-reduce collectives from the same
+    start, so two strategies in one process can hand the same collective
+    key to ops of different shapes ("Shape mismatch in the collective
+    instance"). Tests therefore share one strategy.
+    """
+    if not _MIRRORED:
+        _MIRRORED.append(tf.distribute.MirroredStrategy(REPLICA_DEVICES))
+    return _MIRRORED[0]
+
 
 @pytest.fixture
 def tfds_data_dir():

@@ -39,7 +39,7 @@ from customfit import steps
 from customfit.timing import StepTimer
 from customfit.timing import TimingUnavailableError
 from customfit.timing import maybe_timed
-from tests.conftest import REPLICA_DEVICES
+from tests.conftest import mirrored_strategy
 
 SEED = 11
 DRIVERS = ("fit", "manual")
@@ -932,7 +932,7 @@ def test_step_timer_changes_nothing_but_adds_its_logs(
 def test_step_timer_counts_every_replicas_samples_under_mirrored_strategy():
     weights, timers = {}, {}
     for driver, callbacks in (("fit", []), ("manual", [StepTimer()])):
-        with tf.distribute.MirroredStrategy(REPLICA_DEVICES).scope():
+        with mirrored_strategy().scope():
             model = _model()
         _fit(driver, model, epochs=2, verbose=0, callbacks=callbacks)
         weights[driver], timers[driver] = model.get_weights(), callbacks

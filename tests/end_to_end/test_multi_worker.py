@@ -12,8 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from tests.conftest import REPLICA_DEVICES
+from tests.conftest import mirrored_strategy
 
 EXAMPLE = os.path.join(
     os.path.dirname(__file__), "..", "..", "examples", "multi_worker.py"
@@ -63,7 +62,7 @@ def test_two_workers_match_one_process_with_two_replicas(two_worker_run):
     # processes the all-reduce sums in another order, so this is allclose,
     # not bitwise (measured: differences of a few float32 ulps).
     example = load_example()
-    strategy = tf.distribute.MirroredStrategy(REPLICA_DEVICES)
+    strategy = mirrored_strategy()
     model, history = example.train(strategy, epochs=2, output=None, verbose=0)
     worker_weights, report = two_worker_run[0]
     for a, b in zip(model.get_weights(), worker_weights, strict=True):

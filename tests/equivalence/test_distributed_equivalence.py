@@ -5,6 +5,9 @@ runs two real replicas: each step splits the global batch in two, and
 gradients and metrics are all-reduced across replicas.
 """
 
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ import tensorflow as tf
 
 from customfit import CustomModel
 from customfit import ManualLoop
-from tests.conftest import REPLICA_DEVICES
+from tests.conftest import mirrored_strategy
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 RNG = np.random.default_rng(0)
@@ -21,7 +24,7 @@ Y = RNG.integers(0, 3, size=(96,))
 
 
 def strategy():
-    return tf.distribute.MirroredStrategy(REPLICA_DEVICES)
+    return mirrored_strategy()
 
 
 def build(strategy, **compile_options):
@@ -124,9 +127,37 @@ def test_steps_per_execution_under_mirrored_strategy():
     assert history == expected
 
 
+KERAS_FIT_SCRIPT = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
+import keras, numpy as np
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile(optimizer="adam", loss="mse", steps_per_execution=3)
+data = tf.data.Dataset.from_tensor_slices(
+    (np.zeros((96, 6), "float32"), np.zeros((96, 3), "float32"))
+).batch(16)
+try:
+    model.fit(data, epochs=1, verbose=0)
+    print("KERAS-FIT-OK")
+except tf.errors.InvalidArgumentError as error:
+    print("KERAS-FIT-FAILS", "placeholder" in str(error))
+"""
+
+
 def test_keras_fit_still_fails_with_steps_per_execution_under_mirrored():
-    # When this starts passing, Keras fixed it: add the case to CASES above
-    # and update docs/distributed.md.
-    model = build(strategy(), steps_per_execution=3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="placeholder"):
-        model.fit(dataset(), epochs=1, verbose=0)
+    # When this starts failing, Keras fixed it: add a steps_per_execution
+    # case to CASES above and update docs/distributed.md. In a subprocess:
+    # a failed collective run can leave this process's strategy unusable.
+    done = subprocess.run(
+        [sys.executable, "-c", KERAS_FIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert "KERAS-FIT-FAILS True" in done.stdout, done.stderr[-2000:]
