@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,10 +68,25 @@ def build_model(strategy):
     return model
 
 
-def train(strategy, epochs: int, output: str | None, verbose: int = 2):
-    """Trains with ManualLoop under `strategy`; returns (model, history)."""
+def train(
+    strategy,
+    epochs: int,
+    output: str | None,
+    verbose: int = 2,
+    backup_dir: str | None = None,
+    kill_at_step: int = 0,
+):
+    """Trains with ManualLoop under `strategy`; returns (model, history).
+
+    With `backup_dir`, the run backs up every 4 steps (only the chief into
+    `backup_dir`) and, started again after a crash, resumes exactly.
+    `kill_at_step` simulates the crash: the process kills itself (SIGKILL)
+    after that many steps.
+    """
+    import keras
     import tensorflow as tf
 
+    from customfit import Backup
     from customfit import ManualLoop
 
     x, y = make_data()
@@ -78,8 +94,22 @@ def train(strategy, epochs: int, output: str | None, verbose: int = 2):
         GLOBAL_BATCH_SIZE
     )
     model = build_model(strategy)
-    history = ManualLoop(model).fit(
-        dataset, epochs=epochs, validation_data=dataset, verbose=verbose
+    backup = Backup(backup_dir, every_steps=4) if backup_dir else None
+    steps = [0]
+
+    def maybe_crash(batch, logs):
+        steps[0] += 1
+        if steps[0] == kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    history = ManualLoop(model, backup=backup).fit(
+        dataset,
+        epochs=epochs,
+        validation_data=dataset,
+        verbose=verbose,
+        callbacks=[
+            keras.callbacks.LambdaCallback(on_train_batch_end=maybe_crash)
+        ],
     )
     return model, history
 
@@ -104,7 +134,13 @@ def run_worker(args) -> None:
             build_model(strategy).fit(make_data()[0], make_data()[1])
         except customfit.UnsupportedStrategyError as error:
             custom_model_fit_error = str(error)
-    model, history = train(strategy, args.epochs, args.output)
+    model, history = train(
+        strategy,
+        args.epochs,
+        args.output,
+        backup_dir=args.backup_dir,
+        kill_at_step=args.kill_at_step,
+    )
     if args.output:
         os.makedirs(args.output, exist_ok=True)
         weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
@@ -165,6 +201,10 @@ def launch(args) -> int:
     workers = [f"127.0.0.1:{port}" for port in free_ports(args.launch)]
     argv = [sys.executable, os.path.abspath(__file__)]
     argv += ["--epochs", str(args.epochs)]
+    if args.backup_dir:
+        argv += ["--backup-dir", args.backup_dir]
+    if args.kill_at_step:
+        argv += ["--kill-at-step", str(args.kill_at_step)]
     if args.output:
         argv += ["--output", args.output]
     if args.deterministic:
@@ -208,6 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
         "--deterministic", action="store_true", help="op determinism on"
+    )
+    parser.add_argument(
+        "--backup-dir", default=None, help="back up here; resume from it"
+    )
+    parser.add_argument(
+        "--kill-at-step",
+        type=int,
+        default=0,
+        help="simulate a crash: SIGKILL each worker after N steps",
     )
     parser.add_argument(
         "--try-keras-fit",

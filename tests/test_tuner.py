@@ -452,15 +452,6 @@ def test_wrap_turns_a_build_function_into_a_hypermodel(tmp_path):
     assert loss[0] == tuner.oracle.get_best_trials()[0].score
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="customfit.model: a functional CustomModel keeps the `build` of "
-    "keras.Layer (wrapped in Layer.__new__ before the class becomes the "
-    "Functional twin), so build_from_config(get_build_config()), which "
-    "Hyperband runs before continuing a trial, raises. Subclassed models "
-    "are not affected.",
-)
 def test_functional_custom_model_rebuilds_from_its_build_config():
     inputs = keras.Input((6,))
     model = CustomModel(inputs, keras.layers.Dense(3)(inputs))

@@ -10,7 +10,10 @@ everything the run needs to continue as if it had never stopped:
   `keras.optimizers.Optimizer` attribute, such as a GAN's two);
 - the metric states, so a resumed epoch reports what an unbroken one would;
 - the position in the data: the `tf.data` iterator's state, shuffle buffer
-  and shuffle seeds included, so the next epochs draw the same reshuffles;
+  and shuffle seeds included, so the next epochs draw the same reshuffles
+  (a `tf.distribute` iterator cannot be checkpointed: its position is
+  reached again by re-creating as many iterators and re-reading as many
+  batches as the stopped run had, exact for a deterministic pipeline);
 - the epoch, the step within it, and the History so far.
 
 Calling `fit` again with the same `Backup` directory resumes from the latest
@@ -44,7 +47,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from customfit import _keras_compat
 from customfit import data
 from customfit import distribute
 
@@ -142,7 +144,12 @@ class BackupCallback(keras.callbacks.Callback):
         path = os.path.join(self.config.directory, latest)
         with open(os.path.join(path, _STATE)) as f:
             state = json.load(f)
-        self._batches.new_iterator()
+        if state["iterator_in_checkpoint"]:
+            self._batches.new_iterator()
+        else:
+            self._batches.replay(
+                state["iterators_created"], state["steps_seen"]
+            )
         checkpoint = self._checkpoint()
         # Optimizers built lazily in a custom train_step (a GAN's) get
         # their state when their variables are created, at the first step.
@@ -227,6 +234,7 @@ class BackupCallback(keras.callbacks.Callback):
         history = self._model.history
         state = {
             **self._batches.position,
+            "iterator_in_checkpoint": self._iterator_is_checkpointable(),
             "epoch": epoch,
             "step": step,
             "history": history.history if history else {},
@@ -247,9 +255,13 @@ class BackupCallback(keras.callbacks.Callback):
             "metrics": list(model.metrics_variables),
             **{f"optimizer_{name}": opt for name, opt in optimizers.items()},
         }
-        if self._batches.iterator is not None:
+        if self._iterator_is_checkpointable():
             state["iterator"] = self._batches.iterator
         return tf.train.Checkpoint(**state)
+
+    def _iterator_is_checkpointable(self) -> bool:
+        # A tf.distribute iterator is not: its position is replayed instead.
+        return isinstance(self._batches.iterator, tf.data.Iterator)
 
     # Interrupts.
 
@@ -303,22 +315,6 @@ def _optimizers(model: keras.Model) -> dict[str, Any]:
         ):
             found[name.lstrip("_")] = value
     return found
-
-
-def build_for_backup(model: keras.Model, batches: data.Batches) -> None:
-    """Creates every variable a backup holds before the first step.
-
-    A backup must hold the same variables on its first write as on resume,
-    so the model, its metrics and its optimizer are built from the data's
-    shapes up front (as fit does under a strategy) rather than lazily.
-    """
-    try:
-        _keras_compat.symbolic_build(model, batches.element_spec)
-    except (RuntimeError, NotImplementedError):
-        # A model with a custom train_step may not be callable on a batch
-        # (a GAN is two models). Its variables then appear at the first
-        # step, and the optimizers' states are restored when they do.
-        pass
 
 
 def _read_latest(directory: str) -> str | None:

@@ -62,6 +62,7 @@ class Batches:
         self._steps_seen = 0  # batches taken from the current iterator
         self._resume_step = 0  # where the next epoch starts (after a backup)
         self.steps_done = 0
+        self.iterators_created = 0
 
     def reset(self) -> None:
         """Forgets the position in the data: the next epoch starts afresh."""
@@ -87,7 +88,22 @@ class Batches:
         """
         self._iterator = iter(self.dataset)
         self._steps_seen = 0
+        self.iterators_created += 1
         return self._iterator
+
+    def replay(self, iterators_created: int, steps_seen: int) -> None:
+        """Reaches a saved position by reading the data again.
+
+        For iterators that cannot be checkpointed (a `tf.distribute`
+        iterator): create as many iterators as the stopped run had (each new
+        one takes the dataset's next shuffle seed), then read `steps_seen`
+        batches from the last. Exact for a deterministic pipeline.
+        """
+        while self.iterators_created < iterators_created:
+            self.new_iterator()
+        for _ in range(steps_seen):
+            next(self._iterator)
+        self._steps_seen = steps_seen
 
     def resume_at(
         self, step: int, steps_seen: int, num_batches: int | None
@@ -104,6 +120,7 @@ class Batches:
             "step": self.steps_done,
             "steps_seen": self._steps_seen,
             "num_batches": self._num_batches,
+            "iterators_created": self.iterators_created,
         }
 
     def __iter__(self) -> Iterator[tuple[int, int, Any]]:

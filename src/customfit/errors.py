@@ -23,6 +23,10 @@ class NotCompiledError(CustomFitError, ValueError):
     """The model must be compiled before it can be trained or evaluated."""
 
 
+class MissingDependencyError(CustomFitError, ImportError):
+    """An optional dependency (an extra of customfit) is not installed."""
+
+
 class UnsupportedStrategyError(CustomFitError, ValueError):
     """A driver cannot run under the model's `tf.distribute` strategy."""
 

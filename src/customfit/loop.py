@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from customfit import _fast_callbacks
 from customfit import _keras_compat
 from customfit import checks
 from customfit import data
@@ -15,7 +16,6 @@ from customfit import steps
 from customfit import timing
 from customfit.backup import Backup
 from customfit.backup import BackupCallback
-from customfit.backup import build_for_backup
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import NotCompiledError
@@ -137,7 +137,7 @@ class ManualLoop:
             validation_freq=validation_freq,
         )
         model = self.model
-        self._prepare(plan.train, for_backup=self.backup is not None)
+        self._prepare(plan.train)
         backups = BackupCallback(self.backup, model, plan.train)
         callbacks = self._callback_list(
             callbacks, verbose, epochs, plan.train.num_batches, last=backups
@@ -261,7 +261,7 @@ class ManualLoop:
         Returns:
             The metric results after the epoch (tensors, not yet floats).
         """
-        callbacks = callbacks or keras.callbacks.CallbackList()
+        callbacks = callbacks or _fast_callbacks.CallbackList()
         train_function = timing.maybe_timed(self._function("train"), callbacks)
         logs = {}
         with batches.stop_when_exhausted():
@@ -291,7 +291,7 @@ class ManualLoop:
             The metric results of the pass, as Python floats.
         """
         self._prepare(batches)
-        callbacks = callbacks or keras.callbacks.CallbackList()
+        callbacks = callbacks or _fast_callbacks.CallbackList()
         test_function = self._function("test")
         self.model.stop_evaluating = False
         callbacks.on_test_begin()
@@ -309,18 +309,26 @@ class ManualLoop:
         callbacks.on_test_end(logs)
         return logs
 
-    def _prepare(self, batches: data.Batches, for_backup=False) -> None:
-        """Builds every variable first (under a strategy) and rewinds data.
+    def _prepare(self, batches: data.Batches) -> None:
+        """Creates every variable before the first step; rewinds the data.
 
-        Exactly what fit does before a pass: the data starts from its
-        beginning, and with validation_steps each validation reads the
-        same batches. A backup needs every variable to exist before its
-        first write, so with backups on the model is always built first.
+        Under a strategy this is exactly what fit does before a pass. Without
+        one, fit creates the metrics' and optimizer's variables while
+        tracing the first step, which makes TensorFlow trace it twice; built
+        up front, the step is traced once, and a backup holds the same
+        variables on its first write as on resume. The data starts from its
+        beginning, and with validation_steps each validation reads the same
+        batches.
         """
         _keras_compat.maybe_symbolic_build(self.model, batches)
         batches.reset()
-        if for_backup:
-            build_for_backup(self.model, batches)
+        try:
+            _keras_compat.symbolic_build(self.model, batches.element_spec)
+        except (RuntimeError, NotImplementedError, ValueError, TypeError):
+            # A model with its own train_step may not be callable on a batch
+            # (a GAN is two models): its variables then appear at the first
+            # step, as under fit, and any real error surfaces there.
+            pass
 
     def _function(self, kind: str) -> steps.StepFunction:
         """The compiled step function for `kind`, rebuilt after `compile()`."""
@@ -354,7 +362,7 @@ class ManualLoop:
         passes one, and only fit gets a History.
         """
         if not isinstance(callbacks, keras.callbacks.CallbackList):
-            callbacks = keras.callbacks.CallbackList(
+            callbacks = _fast_callbacks.CallbackList(
                 callbacks,
                 add_history=last is not None,
                 add_progbar=verbose != 0,

@@ -69,6 +69,17 @@ class CustomModel(keras.Model):
     ```
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> CustomModel:
+        if cls.__init__ is CustomModel.__init__ and (
+            _keras_compat.functional_init_arguments(args, kwargs)
+        ):
+            # Created as the Functional twin from the start, so that Keras
+            # wraps Functional's `build` (build_from_config needs it). A
+            # subclass with its own __init__ takes arguments of its own
+            # (a GAN's two models): those are not functional arguments.
+            cls = _functional_twin(cls)
+        return super().__new__(cls, *args, **kwargs)
+
     def __init__(self, *args: Any, **kwargs: Any):
         if _keras_compat.functional_init_arguments(args, kwargs):
             # A functional model: become this class's Functional twin, so

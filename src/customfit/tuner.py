@@ -23,13 +23,14 @@ import keras
 
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
+from customfit.errors import MissingDependencyError
 from customfit.errors import message
 from customfit.loop import ManualLoop
 
 try:
     import keras_tuner
 except ImportError as error:
-    raise ImportError(
+    raise MissingDependencyError(
         message(
             "customfit.tuner needs keras-tuner, which is not installed.",
             expected="the `keras_tuner` package (keras-tuner>=1.4) and grpcio",

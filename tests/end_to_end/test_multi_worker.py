@@ -87,3 +87,28 @@ def test_keras_fit_fails_and_custom_model_fit_says_use_manual_loop(
     # CustomModel.fit run under several workers and update the docs.
     assert "PerReplica" in (report["keras_fit_error"] or "")
     assert "ManualLoop(model).fit" in report["custom_model_fit_error"]
+
+
+@pytest.mark.slow
+def test_two_workers_killed_mid_epoch_resume_exactly(tmp_path, two_worker_run):
+    # Both workers SIGKILL themselves after 22 steps (epoch 2 of 2, step 6);
+    # the chief's last backup is at epoch 2, step 4. Started again, the
+    # cluster resumes from it and ends as the uninterrupted run did.
+    output, backup_dir = tmp_path / "out", tmp_path / "backup"
+    base = [sys.executable, EXAMPLE, "--launch", "2", "--epochs", "2"]
+    base += ["--deterministic", "--timeout", "240", "--output", str(output)]
+    base += ["--backup-dir", str(backup_dir)]
+    killed = subprocess.run(
+        [*base, "--kill-at-step", "22"], capture_output=True, timeout=300
+    )
+    assert killed.returncode != 0
+    assert (backup_dir / "latest").read_text() == "backup-e00001-s0000004"
+    resumed = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    for index in range(2):
+        weights = np.load(output / f"worker-{index}.npz")
+        report = json.loads((output / f"worker-{index}.json").read_text())
+        expected_weights, expected_report = two_worker_run[index]
+        for i, expected in enumerate(expected_weights):
+            np.testing.assert_array_equal(weights[f"w{i}"], expected)
+        assert report["history"] == expected_report["history"]

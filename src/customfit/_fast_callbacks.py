@@ -1,0 +1,114 @@
+"""A CallbackList that skips the per-batch work no callback asks for.
+
+`keras.callbacks.CallbackList` turns the step's logs into Python floats on
+every batch hook (`pythonify_logs`: one host sync per batch, plus Python
+work), before it calls the callbacks, even when none of them overrides the
+hook: with `verbose=0`, fit's list holds only `History`, which has no batch
+hook, and still pays for the conversion on every batch. ManualLoop builds
+its list from this subclass, which
+
+- skips a batch hook entirely when no callback overrides it (nor the old
+  name it falls back to: `on_train_batch_end` calls `on_batch_end`);
+- calls customfit's own per-batch callbacks, which never read the logs
+  (`BackupCallback`: Ctrl-C and mid-epoch backups), without converting
+  them;
+- otherwise does exactly what `keras.callbacks.CallbackList` does, so the
+  progress bar (verbose=1/2) and every user callback see what they see
+  under fit.
+
+Which callbacks listen is checked on every call (a few attribute lookups),
+so callbacks added to `.callbacks` later are honoured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+_BASE = keras.callbacks.Callback
+
+# The Callback methods a CallbackList batch hook reaches: Callback's own
+# on_train_batch_begin/end call on_batch_begin/end, the pre-TF2 names.
+_REACHES = {
+    "on_batch_begin": ("on_batch_begin",),
+    "on_batch_end": ("on_batch_end",),
+    "on_train_batch_begin": ("on_train_batch_begin", "on_batch_begin"),
+    "on_train_batch_end": ("on_train_batch_end", "on_batch_end"),
+    "on_test_batch_begin": ("on_test_batch_begin",),
+    "on_test_batch_end": ("on_test_batch_end",),
+    "on_predict_batch_begin": ("on_predict_batch_begin",),
+    "on_predict_batch_end": ("on_predict_batch_end",),
+}
+
+
+def listens(callback: keras.callbacks.Callback, hook: str) -> bool:
+    """Whether `callback` does anything when the CallbackList calls `hook`.
+
+    Args:
+        callback: Any Keras callback.
+        hook: A batch hook's name, e.g. "on_train_batch_end".
+
+    Returns:
+        False only when `callback` inherits `keras.callbacks.Callback`'s
+        no-op for `hook` and for the method that no-op calls.
+    """
+    return any(_overrides(callback, name) for name in _REACHES[hook])
+
+
+def _overrides(callback: keras.callbacks.Callback, name: str) -> bool:
+    method = getattr(callback, name, None)
+    return getattr(method, "__func__", None) is not getattr(_BASE, name)
+
+
+def _ignores_batch_logs(callback: keras.callbacks.Callback) -> bool:
+    """Whether `callback` is one of customfit's that never reads batch logs.
+
+    `tests/test_performance.py` checks that they do not.
+    """
+    from customfit.backup import BackupCallback  # loop.py imports both
+
+    return type(callback) is BackupCallback
+
+
+class CallbackList(keras.callbacks.CallbackList):
+    """`keras.callbacks.CallbackList`, minus batch hooks nobody listens to.
+
+    Takes the same arguments. See the module docstring for what it skips;
+    whenever a callback that may read the logs listens, the hook runs as
+    Keras runs it.
+    """
+
+    def on_batch_begin(self, batch, logs=None):
+        self._batch_hook("on_batch_begin", batch, logs)
+
+    def on_batch_end(self, batch, logs=None):
+        self._batch_hook("on_batch_end", batch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_hook("on_train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batch_hook("on_train_batch_end", batch, logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._batch_hook("on_test_batch_begin", batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._batch_hook("on_test_batch_end", batch, logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self._batch_hook("on_predict_batch_begin", batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._batch_hook("on_predict_batch_end", batch, logs)
+
+    def _batch_hook(self, hook: str, batch: int, logs: Any) -> None:
+        listeners = [c for c in self.callbacks if listens(c, hook)]
+        if not listeners:
+            return
+        if all(_ignores_batch_logs(c) for c in listeners):
+            for callback in listeners:
+                getattr(callback, hook)(batch, logs=logs)
+            return
+        getattr(super(), hook)(batch, logs)
