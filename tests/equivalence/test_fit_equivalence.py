@@ -157,6 +157,21 @@ def _dataset(x=X, y=Y, batch=16, shuffle=False):
     return ds.batch(batch)
 
 
+class _Batches(keras.utils.PyDataset):
+    """Batches of (x, y) from arrays, the Keras PyDataset way."""
+
+    def __init__(self, x=X, y=Y, batch=16):
+        super().__init__()
+        self.x, self.y, self.batch = x, y, batch
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch)
+
+    def __getitem__(self, index):
+        window = slice(index * self.batch, (index + 1) * self.batch)
+        return self.x[window], self.y[window]
+
+
 def _dict_x(x):
     return {"a": x[:, :4], "b": x[:, 4:]}
 
@@ -186,6 +201,11 @@ CONFIGS = [
         lambda: dict(x=X, y=Y, batch_size=16, shuffle=True),
     ),
     Config("tf-data", subclassed, lambda: dict(x=_dataset())),
+    Config(
+        "py-dataset",
+        functional,
+        lambda: dict(x=_Batches(), validation_data=_Batches(X_VAL, Y_VAL)),
+    ),
     Config(
         "tf-data-shuffled-with-validation",
         functional,
