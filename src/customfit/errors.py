@@ -43,14 +43,13 @@ def message(what: str, *, expected: str, received: str, fix: str) -> str:
     Returns:
         The message, one part per line.
 
-    Example:
-
-    >>> print(message("`epochs` must be positive.", expected="epochs >= 1",
-    ...               received="epochs=0", fix="pass epochs=1 or more."))
-    `epochs` must be positive.
-    Expected: epochs >= 1.
-    Received: epochs=0.
-    Fix: pass epochs=1 or more.
+    Examples:
+        >>> print(message("`epochs` must be positive.", expected="epochs >= 1",
+        ...               received="epochs=0", fix="pass epochs=1 or more."))
+        `epochs` must be positive.
+        Expected: epochs >= 1.
+        Received: epochs=0.
+        Fix: pass epochs=1 or more.
     """
     return (
         f"{what}\n"
