@@ -1,0 +1,189 @@
+"""Performance properties that do not need a clock.
+
+Throughput is measured by `python -m benchmarks.run`, never here: timings on
+a shared machine are too noisy for a unit test. What is asserted here is what
+makes the loop fast: the step is compiled and traced once (ragged last batch
+included), and no per-batch host sync or log conversion happens when no
+callback listens to the batch hooks.
+"""
+
+import dis
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from customfit import CustomModel
+from customfit import ManualLoop
+from customfit import _fast_callbacks
+from customfit.backup import BackupCallback
+
+# 50 samples in batches of 16: three full batches and a ragged one of 2.
+X = np.random.default_rng(0).normal(size=(50, 4)).astype("float32")
+Y = np.random.default_rng(1).integers(0, 3, size=(50,)).astype("int32")
+
+
+class CountingModel(CustomModel):
+    """Counts how often the Python body of each step runs (= traces)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(3)
+        self.train_step_runs = 0
+        self.test_step_runs = 0
+
+    def call(self, x, training=False):
+        return self.dense(x)
+
+    def train_step(self, data):
+        self.train_step_runs += 1
+        return super().train_step(data)
+
+    def test_step(self, data):
+        self.test_step_runs += 1
+        return super().test_step(data)
+
+
+def build(**compile_options):
+    keras.utils.set_random_seed(0)
+    model = CountingModel()
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        **compile_options,
+    )
+    return model
+
+
+def dataset(x=X, y=Y):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 32])
+def test_each_step_is_compiled_and_traced_once(steps_per_execution):
+    model = build(steps_per_execution=steps_per_execution)
+    loop = ManualLoop(model)
+    loop.fit(dataset(), epochs=3, validation_data=dataset(), verbose=0)
+    loop.evaluate(dataset(), verbose=0)
+    assert model.optimizer.iterations.numpy() == 12  # 3 epochs x 4 batches
+    # A compiled step runs its Python body only while being traced.
+    assert model.train_step_runs == 1
+    assert model.test_step_runs == 1
+    for kind in ("train", "test"):
+        function = loop._function(kind)
+        assert function.is_compiled
+        assert function.tracing_count == 1
+
+
+def test_array_input_with_ragged_last_batch_traces_once():
+    model = build()
+    loop = ManualLoop(model)
+    loop.fit(X, Y, batch_size=16, epochs=2, validation_split=0.2, verbose=0)
+    assert model.train_step_runs == 1
+    assert model.test_step_runs == 1
+
+
+def test_run_eagerly_runs_the_step_body_on_every_batch():
+    model = build()
+    ManualLoop(model, run_eagerly=True).fit(dataset(), epochs=2, verbose=0)
+    assert model.train_step_runs == 8
+    assert (
+        not ManualLoop(model, run_eagerly=True)._function("train").is_compiled
+    )
+
+
+class _CountingKerasHooks:
+    """Counts calls reaching keras.callbacks.CallbackList's batch hooks."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for hook in ("on_train_batch_begin", "on_train_batch_end"):
+            original = getattr(keras.callbacks.CallbackList, hook)
+            monkeypatch.setattr(
+                keras.callbacks.CallbackList, hook, self._wrap(hook, original)
+            )
+
+    def _wrap(self, hook, original):
+        def counted(callback_list, batch, logs=None):
+            self.calls.append(hook)
+            return original(callback_list, batch, logs)
+
+        return counted
+
+
+def test_no_batch_hook_work_when_no_callback_listens(monkeypatch):
+    # verbose=0: History (no batch hooks) and customfit's BackupCallback
+    # (ignores the logs): Keras' per-batch log conversion is skipped.
+    counting = _CountingKerasHooks(monkeypatch)
+    ManualLoop(build()).fit(dataset(), epochs=2, verbose=0)
+    assert counting.calls == []
+
+
+class _BatchRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_batch_end(self, batch, logs=None):  # the old name still counts
+        self.logs.append((batch, logs))
+
+
+def test_a_listening_callback_gets_what_it_gets_under_fit(monkeypatch):
+    recorders = {}
+    for driver in ("keras", "manual"):
+        recorder = _BatchRecorder()
+        model = build()
+        trainer = model if driver == "keras" else ManualLoop(model)
+        trainer.fit(dataset(), epochs=2, verbose=0, callbacks=[recorder])
+        recorders[driver] = recorder.logs
+    assert len(recorders["manual"]) == 8
+    assert recorders["manual"] == recorders["keras"]
+    assert all(
+        type(value) is float
+        for _, logs in recorders["manual"]
+        for value in logs.values()
+    )
+
+
+def test_the_progress_bar_listens(monkeypatch):
+    counting = _CountingKerasHooks(monkeypatch)
+    ManualLoop(build()).fit(dataset(), epochs=1, verbose=1)
+    assert counting.calls.count("on_train_batch_end") == 4
+
+
+def test_listens_sees_overrides_old_names_and_instance_attributes():
+    plain = keras.callbacks.Callback()
+    assert not any(
+        _fast_callbacks.listens(plain, hook)
+        for hook in _fast_callbacks._REACHES
+    )
+    assert not _fast_callbacks.listens(
+        keras.callbacks.History(), "on_train_batch_end"
+    )
+    assert _fast_callbacks.listens(
+        keras.callbacks.ProgbarLogger(), "on_train_batch_end"
+    )
+    old_name = _BatchRecorder()
+    assert _fast_callbacks.listens(old_name, "on_train_batch_end")
+    assert not _fast_callbacks.listens(old_name, "on_test_batch_end")
+    patched = keras.callbacks.Callback()
+    patched.on_test_batch_end = lambda batch, logs=None: None
+    assert _fast_callbacks.listens(patched, "on_test_batch_end")
+
+
+def test_backup_callback_never_reads_batch_logs():
+    # _fast_callbacks hands BackupCallback the raw logs, unconverted, on
+    # the promise that it ignores them: its batch hook must not read `logs`.
+    for hook in ("on_train_batch_begin", "on_train_batch_end"):
+        method = getattr(BackupCallback, hook)
+        if method is getattr(keras.callbacks.Callback, hook):
+            continue
+        reads = [
+            instruction
+            for instruction in dis.get_instructions(method)
+            if instruction.argval == "logs"
+            and instruction.opname.startswith("LOAD")
+        ]
+        assert reads == [], f"BackupCallback.{hook} reads `logs`"
