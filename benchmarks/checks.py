@@ -138,17 +138,21 @@ def memory_growth(
     recorder = _MemoryRecorder()
     trainer = model if driver == "fit" else ManualLoop(model)
     trainer.fit(dataset, epochs=epochs, verbose=0, callbacks=[recorder])
-    return {
+    result = {
         "driver": driver,
         "epochs": epochs,
         "samples": samples,
         "peak_mb": recorder.peak_mb,
         "current_mb": recorder.current_mb,
-        "growth_mb": max(
-            recorder.peak_mb[-1] - recorder.peak_mb[1],
-            max(recorder.current_mb[1:]) - recorder.current_mb[1],
-        ),
     }
+    result["growth_mb"] = rss_growth_mb(result)
+    return result
+
+
+def rss_growth_mb(memory: dict[str, Any]) -> float:
+    """How much the peak or the current RSS grew after epoch 2, in MB."""
+    peak, current = memory["peak_mb"], memory["current_mb"]
+    return max(peak[-1] - peak[1], max(current[1:]) - current[1])
 
 
 def memory_growth_in_subprocess(

@@ -120,6 +120,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
+    parser.add_argument(
+        "--render",
+        metavar="RESULTS_JSON",
+        help="measure nothing: rewrite the tables from a saved results.json",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.repeats = 1280, 2
@@ -430,7 +435,11 @@ def make_comparisons(
             needed=">= 1.00",
         )
     )
-    return [comparison.measure(results) for comparison in found]
+    return [
+        comparison.measure(results)
+        for comparison in found
+        if comparison.key in results and comparison.reference in results
+    ]
 
 
 def add_ratios(results: dict[str, Any]) -> None:
@@ -447,7 +456,7 @@ def add_ratios(results: dict[str, Any]) -> None:
         for name in ("vs_bare", "vs_fit", "vs_tutorial_eager"):
             entry[name] = (
                 statistics.median(paired_ratios(results, key, references[name]))
-                if name in references
+                if references.get(name) in results
                 else None
             )
 
@@ -472,7 +481,7 @@ def make_checks(
             {
                 "name": f"RSS growth after epoch 2 of {memory['epochs']}"
                 " (MB, peak or current), ManualLoop",
-                "measured": round(memory["growth_mb"], 1),
+                "measured": round(checks.rss_growth_mb(memory), 1),
                 "needed": "< 20",
             }
         )
@@ -484,6 +493,7 @@ def make_checks(
 
 def markdown(
     args: argparse.Namespace,
+    machine: dict[str, Any],
     results: dict[str, Any],
     comparisons: list[Comparison],
     checks_: list[dict[str, Any]],
@@ -507,8 +517,8 @@ def markdown(
         f"{args.repeats} interleaved rounds; "
         f"prefetch {'on' if args.prefetch else 'off'}, "
         f"jit_compile {'True' if args.jit_compile else 'auto (off on CPU)'}; "
-        f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}."
+        f"{machine['cpu_count']} CPU cores, TensorFlow "
+        f"{machine['tensorflow']}, Keras {machine['keras']}."
     ]
     if loads:
         lines[0] += (
@@ -626,31 +636,19 @@ def run_checks(
     return traces, memory
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the benchmark; returns 0 when every target is met, else 1."""
-    args = parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+def measure_all(
+    args: argparse.Namespace, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Runs every measurement; returns the raw numbers (`results.json`)."""
     begin = time.perf_counter()
-
-    def log(text: str) -> None:
-        print(f"[{time.perf_counter() - begin:4.0f} s] {text}", flush=True)
-
     order = make_loops(args)
-    log(f"throughput: {len(order)} loops, {args.repeats} rounds")
+    log(f"throughput: {len(order)} loops, {args.repeats} rounds at most")
     results = measure(order, args.repeats, args.time_budget, log)
-    mark_contended(results)
     args.repeats = len(next(iter(results.values()))["seconds"])
-    add_ratios(results)
-    comparisons = make_comparisons(results, args.steps_per_execution)
     traces = memory = None
     if not args.skip_checks:
         traces, memory = run_checks(args, log)
-    checks_ = make_checks(traces, memory)
-    table = markdown(args, results, comparisons, checks_, traces, memory)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(table)
-    report = {
+    return {
         "arguments": vars(args),
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -660,23 +658,68 @@ def main(argv: Sequence[str] | None = None) -> int:
             "keras": keras.__version__,
         },
         "loops": results,
-        "comparisons": [
-            {**dataclasses.asdict(comparison), "met": comparison.met}
-            for comparison in comparisons
-        ],
-        "checks": checks_,
         "traces": traces,
         "memory": memory,
         "wall_s": time.perf_counter() - begin,
     }
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+
+
+def summarize(report: dict[str, Any], out: str) -> int:
+    """Ratios, targets and tables from the raw numbers; writes `out`.
+
+    Returns:
+        0 when every target is met, else 1.
+    """
+    args = argparse.Namespace(**report["arguments"])
+    results = report["loops"]
+    mark_contended(results)
+    add_ratios(results)
+    comparisons = make_comparisons(results, args.steps_per_execution)
+    checks_ = make_checks(report["traces"], report["memory"])
+    report["comparisons"] = [
+        {**dataclasses.asdict(comparison), "met": comparison.met}
+        for comparison in comparisons
+    ]
+    report["checks"] = checks_
+    table = markdown(
+        args,
+        report["machine"],
+        results,
+        comparisons,
+        checks_,
+        report["traces"],
+        report["memory"],
+    )
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(report, f, indent=2, default=str)
     print()
     print(table)
-    log(f"wrote {args.out}/results.md and results.json")
+    print(f"wrote {out}/results.md and results.json")
     met = [c.met for c in comparisons if c.met is not None]
     met += [check["met"] for check in checks_]
     return 0 if all(met) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the benchmark (or re-renders a saved run); see the docstring.
+
+    Returns:
+        0 when every target is met, else 1.
+    """
+    args = parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            return summarize(json.load(f), args.out)
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    begin = time.perf_counter()
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - begin:4.0f} s] {text}", flush=True)
+
+    return summarize(measure_all(args, log), args.out)
 
 
 if __name__ == "__main__":
