@@ -1,5 +1,7 @@
 """CustomModel: Keras' default step in hooks; each hook can be overridden."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -47,6 +49,57 @@ def test_functional_custom_model_saves_and_loads(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, CustomModel)
     np.testing.assert_array_equal(loaded.predict(X, verbose=0), model(X))
+
+
+@pytest.mark.parametrize("skip_nonfinite_steps", [False, True])
+def test_loaded_model_is_compiled_and_resumes_training_exactly(
+    tmp_path, skip_nonfinite_steps
+):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = CustomModel(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(
+        optimizer="adam",
+        loss="mse",
+        metrics=["mae"],
+        skip_nonfinite_steps=skip_nonfinite_steps,
+    )
+    kwargs = dict(batch_size=8, verbose=0, shuffle=False)
+    ManualLoop(model).fit(X, Y, **kwargs)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns when compile is skipped
+        loaded = keras.models.load_model(path)
+
+    assert loaded.compiled
+    assert loaded.optimizer.iterations.numpy() == 4
+    assert (loaded._skipped_steps is not None) == skip_nonfinite_steps
+    expected = ManualLoop(model).fit(X, Y, **kwargs).history
+    history = ManualLoop(loaded).fit(X, Y, **kwargs).history
+    assert history == expected
+    for ours, theirs in zip(loaded.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_subclass_with_its_own_compile_keeps_keras_behaviour(tmp_path):
+    @keras.saving.register_keras_serializable("customfit_tests")
+    class OwnCompile(CustomModel):
+        def compile(self, learning_rate=0.1):
+            super().compile(
+                optimizer=keras.optimizers.SGD(learning_rate), loss="mse"
+            )
+
+    inputs = keras.Input((4,))
+    model = OwnCompile(inputs, keras.layers.Dense(1)(inputs))
+    model.compile()
+    path = str(tmp_path / "own.keras")
+    model.save(path)
+    with pytest.warns(UserWarning, match="not called as part of model loading"):
+        loaded = keras.models.load_model(path)
+    assert isinstance(loaded, OwnCompile)
+    loaded.compile(learning_rate=0.1)  # the caller's job, as in Keras
+    assert loaded.compiled
 
 
 def test_apply_gradients_hook_clips_under_both_drivers():

@@ -70,6 +70,12 @@ CASES = {
         {},
         lambda: dict(x=dataset().repeat(), steps_per_epoch=4),
     ),
+    # Eager steps still run per replica under strategy.run (only the default
+    # strategy's eager steps skip it).
+    "run-eagerly": (
+        {"run_eagerly": True},
+        lambda: dict(x=dataset(shuffle=True), validation_data=dataset()),
+    ),
 }
 
 
