@@ -336,3 +336,42 @@ def test_fit_prints_what_keras_fit_prints(capsys):
         return re.sub(r"\d+(\.\d+)?(ms|s|us)(/step)?", "T", out)
 
     assert run("manual") == run("keras")
+
+
+@pytest.fixture
+def keras_debug_caps():
+    """Sets Keras' debugging caps for one test; always clears them."""
+    keras.config.set_max_epochs(2)
+    keras.config.set_max_steps_per_epoch(3)
+    yield
+    keras.config.set_max_epochs(None)
+    keras.config.set_max_steps_per_epoch(None)
+
+
+@pytest.mark.usefixtures("keras_debug_caps")
+def test_keras_debug_caps_shorten_runs_as_in_fit():
+    runs = {}
+    for driver in ("keras", "manual"):
+        model = build()
+        kwargs = dict(x=X, y=Y, batch_size=8, epochs=5, validation_data=(X, Y))
+        with pytest.warns(UserWarning, match="Limiting epochs to 2"):
+            if driver == "keras":
+                history = model.fit(verbose=0, shuffle=False, **kwargs)
+            else:
+                history = ManualLoop(model).fit(
+                    verbose=0, shuffle=False, **kwargs
+                )
+        # 2 epochs of at most 3 of the 5 batches; as under steps_per_epoch,
+        # the second epoch goes on where the first stopped: 3 + 2 steps.
+        assert model.optimizer.iterations.numpy() == 3 + 2
+        runs[driver] = (history.history, model.get_weights())
+    assert runs["manual"][0] == runs["keras"][0]
+    for a, b in zip(runs["manual"][1], runs["keras"][1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    model = build()
+    with pytest.warns(UserWarning, match="Limiting steps_per_epoch to 3"):
+        evaluated = ManualLoop(model).evaluate(X, Y, batch_size=8, verbose=0)
+    assert evaluated == model.evaluate(X, Y, batch_size=8, verbose=0)
+    predictions = ManualLoop(model).predict(X, batch_size=8, verbose=0)
+    assert predictions.shape == (3 * 8, 2)

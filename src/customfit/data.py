@@ -229,6 +229,9 @@ def batches(
         steps_per_epoch=steps_per_epoch,
         argument=argument,
     )
+    steps_per_epoch = debug_cap(
+        steps_per_epoch, "max_steps_per_epoch", "steps_per_epoch"
+    )
     adapter = _keras_compat.get_data_adapter(
         x=x,
         y=y,
@@ -244,6 +247,30 @@ def batches(
         steps_per_epoch=steps_per_epoch,
         steps_per_execution=steps_per_execution,
     )
+
+
+def debug_cap(value: int | None, setting: str, name: str) -> int | None:
+    """`value` under Keras' debugging cap `keras.config.<setting>()`.
+
+    `keras.config.set_max_epochs(n)` and `set_max_steps_per_epoch(n)` (or
+    the `KERAS_MAX_EPOCHS` and `KERAS_MAX_STEPS_PER_EPOCH` environment
+    variables) shorten every run for a quick check; fit honours them, with
+    the same warning, and so does ManualLoop. `None` means no limit.
+
+    Args:
+        value: The epochs or steps per epoch asked for (None: all batches).
+        setting: "max_epochs" or "max_steps_per_epoch".
+        name: The argument's name, for the warning.
+
+    Returns:
+        The smaller of `value` and the cap.
+    """
+    read_cap = getattr(keras.config, setting, None)  # Keras >= 3.6
+    cap = read_cap() if read_cap is not None else None
+    if cap and (value is None or cap < value):
+        warnings.warn(f"Limiting {name} to {cap}", stacklevel=3)
+        return cap
+    return value
 
 
 def check_input(

@@ -140,7 +140,11 @@ class ManualLoop:
         self._prepare(plan.train)
         backups = BackupCallback(self.backup, model, plan.train)
         callbacks = self._callback_list(
-            callbacks, verbose, epochs, plan.train.num_batches, last=backups
+            callbacks,
+            verbose,
+            plan.epochs,
+            plan.train.num_batches,
+            last=backups,
         )
         model.stop_training = False
         callbacks.on_train_begin()
@@ -149,7 +153,7 @@ class ManualLoop:
         )
         logs = None
         with backups.guarding(callbacks):  # Ctrl-C, errors: on_train_end
-            for epoch in range(start.epoch, epochs):
+            for epoch in range(start.epoch, plan.epochs):
                 if not start.continues_epoch(epoch):
                     model.reset_metrics()
                 callbacks.on_epoch_begin(epoch)
@@ -160,7 +164,7 @@ class ManualLoop:
                 callbacks.on_epoch_end(epoch, logs)
                 if model.stop_training:
                     break
-        self._finalize_optimizer(epochs)
+        self._finalize_optimizer(plan.epochs)
         callbacks.on_train_end(logs)
         return model.history
 
@@ -405,6 +409,7 @@ class ManualLoop:
         model = self.model
         _check_compiled(model, "fit")
         _check_epochs(epochs, initial_epoch)
+        epochs = data.debug_cap(epochs, "max_epochs", "epochs")
         _check_callbacks(callbacks)
         _check_weights(sample_weight, class_weight)
         checks.check_class_weight(model, class_weight)

@@ -298,8 +298,8 @@ class CustomModel(keras.Model):
             batch_size = tf.cast(tf.shape(first_input)[0], tracker.dtype)
         else:
             batch_size = tf.constant(batch_size, tracker.dtype)
-        tracker.total.assign_add(tf.cast(loss, tracker.dtype) * batch_size)
-        tracker.count.assign_add(batch_size)
+        _assign_add(tracker.total, tf.cast(loss, tracker.dtype) * batch_size)
+        _assign_add(tracker.count, batch_size)
 
     def compute_gradients(
         self,
@@ -320,7 +320,16 @@ class CustomModel(keras.Model):
         return tape.gradient(loss, variables)
 
     def _apply_if_finite(self, loss, x, gradients, variables) -> None:
-        """apply_gradients and track_loss, only when all is finite."""
+        """apply_gradients and track_loss, only when all is finite.
+
+        Replicas skip together: one replica's NaN would reach every replica
+        through the all-reduced gradients, so each replica's verdict is
+        all-reduced first. Under a strategy whose updates are merge_calls
+        (MirroredStrategy, MultiWorkerMirroredStrategy on CPU), the
+        condition runs in cross-replica context, as Keras'
+        LossScaleOptimizer does it: a `tf.cond` around a merge_call in
+        replica context fails.
+        """
         if not self.optimizer.built:  # no variable creation inside tf.cond
             self.optimizer.build(variables)
         checks = [tf.reduce_all(tf.math.is_finite(loss))]
@@ -330,14 +339,37 @@ class CustomModel(keras.Model):
             if g is not None
         ]
         finite = tf.reduce_all(tf.stack(checks))
+        context = tf.distribute.get_replica_context()
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            nonfinite = context.all_reduce(
+                tf.distribute.ReduceOp.SUM,
+                tf.cast(tf.logical_not(finite), tf.float32),
+            )
+            finite = tf.equal(nonfinite, 0.0)
 
         def apply():
             self.track_loss(loss, x)
             self.apply_gradients(gradients, variables)
-            return tf.constant(0.0)
 
-        skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
-        self._skipped_steps.update_state(skipped)
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, apply, lambda: None)
+        else:
+
+            def in_cross_replica_context(strategy, finite):
+                def apply_on_each_replica():
+                    strategy.extended.call_for_each_replica(apply)
+
+                agreed = strategy.experimental_local_results(finite)[0]
+                tf.cond(agreed, apply_on_each_replica, lambda: None)
+
+            context.merge_call(in_cross_replica_context, args=(finite,))
+
+        # The skipped step is counted once, not once per replica.
+        skipped = tf.cast(tf.logical_not(finite), tf.float32)
+        first_replica = tf.equal(context.replica_id_in_sync_group, 0)
+        self._skipped_steps.update_state(
+            skipped * tf.cast(first_replica, tf.float32)
+        )
 
     def apply_gradients(
         self, gradients: Sequence[Any], variables: Sequence[keras.Variable]
@@ -350,6 +382,20 @@ class CustomModel(keras.Model):
                 `self.trainable_weights`.
         """
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+
+
+def _assign_add(variable: keras.Variable, value: Any) -> None:
+    """`variable.assign_add(value)`, as one TensorFlow op where possible.
+
+    A Keras variable adds through Keras ops (a read, an add and an assign,
+    each dispatched by Keras); its TensorFlow variable adds in one op, to
+    the same bits. Eager steps feel the difference.
+    """
+    target = variable.value
+    if isinstance(target, tf.Variable):
+        target.assign_add(value)
+    else:  # e.g. inside a Keras StatelessScope
+        variable.assign_add(value)
 
 
 _FUNCTIONAL_TWINS: dict[type, type] = {}

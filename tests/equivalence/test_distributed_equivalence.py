@@ -133,6 +133,36 @@ def test_steps_per_execution_under_mirrored_strategy():
     assert history == expected
 
 
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_skip_nonfinite_steps_under_mirrored_strategy(steps_per_execution):
+    # Sample 12 is in the second half of batch 0: only replica 1 sees the
+    # NaN, and both replicas must skip the step together.
+    x = X.copy()
+    x[12] = np.nan
+    runs = []
+    for driver in ("keras", "manual"):
+        model = build(
+            strategy(),
+            skip_nonfinite_steps=True,
+            steps_per_execution=steps_per_execution,
+        )
+        kwargs = dict(x=x, y=Y, batch_size=16, shuffle=False, epochs=2)
+        keras.utils.set_random_seed(4)
+        if driver == "keras" and steps_per_execution == 1:
+            history = model.fit(verbose=0, **kwargs)
+        else:  # Keras' fit fails with steps_per_execution > 1 here
+            history = ManualLoop(model).fit(verbose=0, **kwargs)
+        assert history.history["skipped_steps"] == [1.0, 1.0]
+        assert all(np.isfinite(history.history["loss"]))
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+        assert model.optimizer.iterations.numpy() == 2 * (6 - 1)
+        runs.append((model, history.history))
+    (first, first_history), (second, second_history) = runs
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first_history == second_history
+
+
 KERAS_FIT_SCRIPT = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
