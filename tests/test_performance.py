@@ -4,10 +4,14 @@ Throughput is measured by `python -m benchmarks.run`, never here: timings on
 a shared machine are too noisy for a unit test. What is asserted here is what
 makes the loop fast: the step is compiled and traced once (ragged last batch
 included), and no per-batch host sync or log conversion happens when no
-callback listens to the batch hooks.
+callback listens to the batch hooks, and that finished dataset iterators are
+deleted off the training thread.
 """
 
 import dis
+import threading
+import time
+import weakref
 
 import keras
 import numpy as np
@@ -17,6 +21,7 @@ import tensorflow as tf
 from customfit import CustomModel
 from customfit import ManualLoop
 from customfit import _fast_callbacks
+from customfit import data
 from customfit import steps
 from customfit.backup import BackupCallback
 
@@ -212,3 +217,26 @@ def test_eager_functions_keep_no_concrete_function():
     iterator = iter(dataset())
     train_function(iterator)
     assert train_function._concrete is None
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_finished_iterators_are_deleted_off_the_training_thread(run_eagerly):
+    # Deleting a tf.data iterator can wait seconds for tf.data's autotuning
+    # thread; the loop hands finished iterators to a reaper thread instead.
+    model = build()
+    loop = ManualLoop(model, run_eagerly=run_eagerly)
+    loop.fit(X, Y, batch_size=16, verbose=0)  # builds the model
+    batches = data.batches(dataset().prefetch(2))
+    loop.train_epoch(batches)  # ends by creating the next pass's iterator
+    deleted_on = []
+    weakref.finalize(
+        batches.iterator,
+        lambda: deleted_on.append(threading.current_thread().name),
+    )
+    loop.train_epoch(batches)  # starts a fresh pass: retires that one
+    del batches  # retires the iterator created at the end of this pass
+    deadline = time.monotonic() + 30
+    while not deleted_on and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert deleted_on == ["customfit-iterator-reaper"]
+    assert threading.main_thread().name != deleted_on[0]

@@ -11,6 +11,10 @@ the model's `tf.distribute` strategy, handed out in chunks of
 from __future__ import annotations
 
 import contextlib
+import queue
+import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +27,54 @@ from customfit import _keras_compat
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import message
+
+
+class _IteratorReaper:
+    """Deletes the iterators a `Batches` is done with, off the training thread.
+
+    Deleting a `tf.data` iterator waits for the pipeline's autotuning thread,
+    which sleeps between optimization rounds for longer and longer periods
+    (about 2.5 s once a pass has run a few seconds, TensorFlow 2.21). The
+    thread that drops the last reference to an iterator can therefore stall
+    for up to that long at the end of an epoch, in fit and in a plain `for`
+    loop alike (measured: 5-30% of epochs of the tutorial's model here).
+    Retired iterators go to one daemon thread instead, which waits until it
+    holds the last reference (the training loop may still hold one for a
+    moment), then lets go of it there.
+    """
+
+    _LAST_REFERENCE_WAIT_S = 30.0
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def retire(self, iterator: Any) -> None:
+        """Hands `iterator` over; the caller should drop its own references."""
+        if iterator is None:
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run,
+                    name="customfit-iterator-reaper",
+                    daemon=True,
+                )
+                self._thread.start()
+        self._queue.put(iterator)
+
+    def _run(self) -> None:
+        while True:
+            iterator = self._queue.get()
+            deadline = time.monotonic() + self._LAST_REFERENCE_WAIT_S
+            # Two references: this frame's, and getrefcount's argument.
+            while sys.getrefcount(iterator) > 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            del iterator
+
+
+_reaper = _IteratorReaper()
 
 
 class Batches:
@@ -66,7 +118,7 @@ class Batches:
 
     def reset(self) -> None:
         """Forgets the position in the data: the next epoch starts afresh."""
-        self._iterator = None
+        self._retire_iterator()
         self._steps_seen = 0
         self._num_batches = self._adapter.num_batches
 
@@ -86,10 +138,19 @@ class Batches:
         The restored iterator state carries the dataset's shuffle seeds, so
         the epochs after a resume reshuffle as they would have.
         """
+        self._retire_iterator()
         self._iterator = iter(self.dataset)
         self._steps_seen = 0
         self.iterators_created += 1
         return self._iterator
+
+    def _retire_iterator(self) -> None:
+        _reaper.retire(self._iterator)
+        self._iterator = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_iterator", None) is not None:
+            self._retire_iterator()
 
     def replay(self, iterators_created: int, steps_seen: int) -> None:
         """Reaches a saved position by reading the data again.
@@ -179,7 +240,7 @@ class Batches:
                 self._num_batches = self._steps_seen
             if self.steps_per_epoch:
                 _warn_out_of_data()
-            self._iterator = None
+            self._retire_iterator()
             self._adapter.on_epoch_end()
 
 
