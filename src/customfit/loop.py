@@ -137,14 +137,11 @@ class ManualLoop:
             validation_freq=validation_freq,
         )
         model = self.model
+        epochs = plan.epochs  # keras.config.max_epochs() may lower it
         self._prepare(plan.train)
         backups = BackupCallback(self.backup, model, plan.train)
         callbacks = self._callback_list(
-            callbacks,
-            verbose,
-            plan.epochs,
-            plan.train.num_batches,
-            last=backups,
+            callbacks, verbose, epochs, plan.train.num_batches, last=backups
         )
         model.stop_training = False
         callbacks.on_train_begin()
@@ -153,7 +150,7 @@ class ManualLoop:
         )
         logs = None
         with backups.guarding(callbacks):  # Ctrl-C, errors: on_train_end
-            for epoch in range(start.epoch, plan.epochs):
+            for epoch in range(start.epoch, epochs):
                 if not start.continues_epoch(epoch):
                     model.reset_metrics()
                 callbacks.on_epoch_begin(epoch)
@@ -164,7 +161,7 @@ class ManualLoop:
                 callbacks.on_epoch_end(epoch, logs)
                 if model.stop_training:
                     break
-        self._finalize_optimizer(plan.epochs)
+        self._finalize_optimizer(epochs)
         callbacks.on_train_end(logs)
         return model.history
 
