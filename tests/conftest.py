@@ -1,6 +1,9 @@
 """Shared test set-up: quiet TensorFlow, op determinism and a seed per test."""
 
+import importlib.util
 import os
+from pathlib import Path
+from types import ModuleType
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,6 +34,15 @@ def mirrored_strategy() -> tf.distribute.MirroredStrategy:
     if not _MIRRORED:
         _MIRRORED.append(tf.distribute.MirroredStrategy(REPLICA_DEVICES))
     return _MIRRORED[0]
+
+
+def load_script(path: str | os.PathLike) -> ModuleType:
+    """Imports a script (an example, a docs tool) as a module, by its path."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

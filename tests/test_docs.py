@@ -13,7 +13,6 @@
 """
 
 import ast
-import importlib.util
 import os
 import re
 import subprocess
@@ -22,6 +21,8 @@ import textwrap
 
 import pytest
 from markdown_it import MarkdownIt
+
+from tests.conftest import load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(REPO, "docs")
@@ -181,11 +182,7 @@ def test_site_builds_with_strict(tmp_path):
 
 
 def _load_tool(name):
-    path = os.path.join(DOCS, "_tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(os.path.join(DOCS, "_tools", f"{name}.py"))
 
 
 def test_the_docstring_check_finds_a_public_name_without_docstring(tmp_path):

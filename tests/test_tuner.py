@@ -13,7 +13,6 @@ resuming, and the example script.
 import dataclasses
 import gc
 import importlib
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ import customfit
 import customfit.tuner
 from customfit import CustomModel
 from customfit import ManualLoop
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -584,10 +584,7 @@ def test_missing_keras_tuner_names_the_extra(monkeypatch):
 def test_example_tunes_mnist_with_the_manual_driver(
     tfds_data_dir, tmp_path, capsys
 ):
-    script = REPO / "examples" / "tune_mnist.py"
-    spec = importlib.util.spec_from_file_location("tune_mnist", script)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_script(REPO / "examples" / "tune_mnist.py")
 
     best = example.main(
         [

@@ -8,7 +8,6 @@ for the whole suite (tests/conftest.py) and is switched on here again, as the
 comparison depends on it.
 """
 
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tests.conftest import load_script
 
 from customfit import ManualLoop
 
@@ -25,14 +25,7 @@ SEED = 11
 TINY = ["--limit", "96", "--batch-size", "32", "--epochs", "2"]
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("gan", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gan_example = _load_example()
+gan_example = load_script(SCRIPT)
 
 
 def _assert_trained(history, epochs, steps_per_epoch):

@@ -8,7 +8,6 @@ fixture of tests/conftest.py skips where it is absent).
 """
 
 import functools
-import importlib.util
 import os
 import re
 import subprocess
@@ -16,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import load_script
 
 from customfit import ManualLoop
 
@@ -25,14 +25,7 @@ LIMIT = 256
 TINY = ["--limit", str(LIMIT), "--epochs", "1"]
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("mnist_custom_loop", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mnist = _load_example()
+mnist = load_script(SCRIPT)
 
 
 @functools.cache

@@ -4,7 +4,6 @@ The workers talk gRPC over free ports of 127.0.0.1, every process is bounded
 in time and killed by the launcher if it overruns.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from tests.conftest import load_script
 from tests.conftest import mirrored_strategy
 
 EXAMPLE = os.path.join(
@@ -20,10 +20,7 @@ EXAMPLE = os.path.join(
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("multi_worker", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE)
 
 
 @pytest.fixture(scope="module")
