@@ -48,12 +48,15 @@ class _IteratorReaper:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        # Re-entrant: a garbage collection while the thread starts may run a
+        # Batches.__del__, which retires its iterator on this same thread.
+        self._lock = threading.RLock()
 
     def retire(self, iterator: Any) -> None:
         """Hands `iterator` over; the caller should drop its own references."""
-        if iterator is None:
+        if iterator is None or sys.is_finalizing():
             return
+        self._queue.put(iterator)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -62,16 +65,28 @@ class _IteratorReaper:
                     daemon=True,
                 )
                 self._thread.start()
-        self._queue.put(iterator)
 
     def _run(self) -> None:
+        pending: list[list[Any]] = []  # [iterator, deadline] pairs
         while True:
-            iterator = self._queue.get()
-            deadline = time.monotonic() + self._LAST_REFERENCE_WAIT_S
-            # Two references: this frame's, and getrefcount's argument.
-            while sys.getrefcount(iterator) > 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            del iterator
+            try:  # wait for work when idle; otherwise poll every 10 ms
+                iterator = self._queue.get(timeout=0.01 if pending else None)
+            except queue.Empty:
+                pass
+            else:
+                deadline = time.monotonic() + self._LAST_REFERENCE_WAIT_S
+                pending.append([iterator, deadline])
+                del iterator
+                continue
+            now = time.monotonic()
+            # An entry is released (and its iterator deleted, here) once
+            # only it refers to the iterator: the entry's slot, and
+            # getrefcount's argument. Or once its deadline has passed.
+            pending = [
+                entry
+                for entry in pending
+                if sys.getrefcount(entry[0]) > 2 and now < entry[1]
+            ]
 
 
 _reaper = _IteratorReaper()

@@ -288,6 +288,7 @@ class CustomModel(keras.Model):
             loss = keras.ops.multiply(
                 loss, keras.ops.cast(replicas, loss.dtype)
             )
+        loss = tf.convert_to_tensor(loss)
         first_input = next(i for i in tf.nest.flatten(x) if i is not None)
         tracker = _keras_compat.loss_tracker(self)
         if type(tracker) is not keras.metrics.Mean or loss.shape.rank != 0:
@@ -347,22 +348,27 @@ class CustomModel(keras.Model):
             )
             finite = tf.equal(nonfinite, 0.0)
 
-        def apply():
+        def apply(loss, x, gradients, variables):
             self.track_loss(loss, x)
             self.apply_gradients(gradients, variables)
 
+        # Only the first input is needed (for the batch size).
+        first_input = next(i for i in tf.nest.flatten(x) if i is not None)
+        step = (loss, first_input, gradients, variables)
         if tf.__internal__.distribute.strategy_supports_no_merge_call():
-            tf.cond(finite, apply, lambda: None)
+            tf.cond(finite, lambda: apply(*step), lambda: None)
         else:
-
-            def in_cross_replica_context(strategy, finite):
+            # merge_call runs the first replica's function once, so each
+            # replica's own values must travel as arguments (a closure
+            # would hand every replica the first replica's gradients).
+            def in_cross_replica_context(strategy, finite, *step):
                 def apply_on_each_replica():
-                    strategy.extended.call_for_each_replica(apply)
+                    strategy.extended.call_for_each_replica(apply, args=step)
 
                 agreed = strategy.experimental_local_results(finite)[0]
                 tf.cond(agreed, apply_on_each_replica, lambda: None)
 
-            context.merge_call(in_cross_replica_context, args=(finite,))
+            context.merge_call(in_cross_replica_context, args=(finite, *step))
 
         # The skipped step is counted once, not once per replica.
         skipped = tf.cast(tf.logical_not(finite), tf.float32)

@@ -163,6 +163,23 @@ def test_skip_nonfinite_steps_under_mirrored_strategy(steps_per_execution):
     assert first_history == second_history
 
 
+def test_skip_nonfinite_steps_changes_nothing_on_finite_data_under_mirrored():
+    # Each replica must apply its own gradients: skipping nothing, the run
+    # equals the one without the option, bitwise.
+    runs = []
+    for skip in (False, True):
+        model = build(strategy(), skip_nonfinite_steps=skip)
+        keras.utils.set_random_seed(4)
+        history = ManualLoop(model).fit(
+            X, Y, batch_size=16, shuffle=False, epochs=2, verbose=0
+        )
+        runs.append((model.get_weights(), history.history["loss"]))
+    (weights, loss), (skip_weights, skip_loss) = runs
+    for a, b in zip(weights, skip_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert skip_loss == loss
+
+
 KERAS_FIT_SCRIPT = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
