@@ -220,9 +220,13 @@ def test_eager_functions_keep_no_concrete_function():
 
 
 @pytest.mark.parametrize("run_eagerly", [False, True])
-def test_finished_iterators_are_deleted_off_the_training_thread(run_eagerly):
+def test_finished_iterators_are_deleted_off_the_training_thread(
+    run_eagerly, monkeypatch
+):
     # Deleting a tf.data iterator can wait seconds for tf.data's autotuning
-    # thread; the loop hands finished iterators to a reaper thread instead.
+    # thread; the loop hands finished iterators to a reaper thread instead
+    # (those older than half a second: here, all of them).
+    monkeypatch.setattr(data.Batches, "_REAPER_MIN_AGE_S", 0.0)
     model = build()
     loop = ManualLoop(model, run_eagerly=run_eagerly)
     loop.fit(X, Y, batch_size=16, verbose=0)  # builds the model
