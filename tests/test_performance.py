@@ -9,6 +9,8 @@ deleted off the training thread.
 """
 
 import dis
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -17,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from benchmarks.checks import StepCounting
 
 from customfit import CustomModel
 from customfit import ManualLoop
@@ -30,25 +33,15 @@ X = np.random.default_rng(0).normal(size=(50, 4)).astype("float32")
 Y = np.random.default_rng(1).integers(0, 3, size=(50,)).astype("int32")
 
 
-class CountingModel(CustomModel):
+class CountingModel(StepCounting, CustomModel):
     """Counts how often the Python body of each step runs (= traces)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.dense = keras.layers.Dense(3)
-        self.train_step_runs = 0
-        self.test_step_runs = 0
 
     def call(self, x, training=False):
         return self.dense(x)
-
-    def train_step(self, data):
-        self.train_step_runs += 1
-        return super().train_step(data)
-
-    def test_step(self, data):
-        self.test_step_runs += 1
-        return super().test_step(data)
 
 
 def build(**compile_options):
@@ -244,3 +237,42 @@ def test_finished_iterators_are_deleted_off_the_training_thread(
         time.sleep(0.01)
     assert deleted_on == ["customfit-iterator-reaper"]
     assert threading.main_thread().name != deleted_on[0]
+
+
+EXIT_SCRIPT = """
+import atexit
+import threading
+
+def report():  # registered first, so it runs after customfit's own handler
+    alive = [t.name for t in threading.enumerate() if "reaper" in t.name]
+    print("reaper threads at exit:", alive)
+
+atexit.register(report)
+
+import tensorflow as tf
+from customfit import data
+
+dataset = tf.data.Dataset.range(1000).map(lambda x: x + 1).prefetch(2)
+held = iter(dataset)  # also held here: the reaper keeps polling it
+next(held)
+data._reaper.retire(held)
+print("reaper started:", data._reaper._thread.is_alive())
+"""
+
+
+def test_reaper_thread_is_ended_before_the_interpreter_exits(tmp_path):
+    # Python unwinds a daemon thread still running at exit; inside
+    # TensorFlow's C++ (deleting an iterator) that aborts the process with
+    # "terminate called ... FATAL: exception not rethrown". customfit's
+    # atexit handler ends the reaper first.
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "reaper started: True" in done.stdout
+    assert "reaper threads at exit: []" in done.stdout

@@ -10,6 +10,7 @@ the model's `tf.distribute` strategy, handed out in chunks of
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import queue
 import sys
@@ -44,20 +45,35 @@ class _IteratorReaper:
     """
 
     _LAST_REFERENCE_WAIT_S = 30.0
+    # At exit, how long to wait for the thread to finish the deletion it is
+    # in (bounded by the autotuning thread's sleep, about 2.5 s).
+    _EXIT_JOIN_S = 10.0
+    _STOP = object()
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._stopped = False
         # Re-entrant: a garbage collection while the thread starts may run a
         # Batches.__del__, which retires its iterator on this same thread.
         self._lock = threading.RLock()
+        # Python ends a daemon thread that is still running at exit by
+        # unwinding its stack; inside TensorFlow's C++ (an iterator being
+        # deleted) that aborts the process ("terminate called ...").
+        atexit.register(self.stop)
 
     def retire(self, iterator: Any) -> None:
-        """Hands `iterator` over; the caller should drop its own references."""
+        """Hands `iterator` over; the caller should drop its own references.
+
+        After `stop` (at exit), nothing is taken: the caller's reference is
+        the last, and the iterator is deleted where the caller drops it.
+        """
         if iterator is None or sys.is_finalizing():
             return
-        self._queue.put(iterator)
         with self._lock:
+            if self._stopped:
+                return
+            self._queue.put(iterator)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run,
@@ -65,6 +81,15 @@ class _IteratorReaper:
                     daemon=True,
                 )
                 self._thread.start()
+
+    def stop(self) -> None:
+        """Deletes the pending iterators now and ends the thread (at exit)."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(self._STOP)
+            thread.join(self._EXIT_JOIN_S)
 
     def _run(self) -> None:
         pending: list[list[Any]] = []  # [iterator, deadline] pairs
@@ -74,6 +99,8 @@ class _IteratorReaper:
             except queue.Empty:
                 pass
             else:
+                if iterator is self._STOP:
+                    return  # `pending` goes, deleting what only it holds
                 deadline = time.monotonic() + self._LAST_REFERENCE_WAIT_S
                 pending.append([iterator, deadline])
                 del iterator
@@ -126,6 +153,7 @@ class Batches:
         self.steps_per_execution = steps_per_execution
         self._num_batches = adapter.num_batches
         self._iterator = None
+        self._iterator_born = 0.0  # time.monotonic() at its creation
         self._steps_seen = 0  # batches taken from the current iterator
         self._resume_step = 0  # where the next epoch starts (after a backup)
         self.steps_done = 0
@@ -167,7 +195,7 @@ class Batches:
     _REAPER_MIN_AGE_S = 0.5
 
     def _retire_iterator(self) -> None:
-        age = time.monotonic() - getattr(self, "_iterator_born", 0.0)
+        age = time.monotonic() - self._iterator_born
         if age >= self._REAPER_MIN_AGE_S:
             _reaper.retire(self._iterator)
         self._iterator = None

@@ -19,6 +19,11 @@ EXAMPLE = os.path.join(
 )
 
 
+def outputs(done: subprocess.CompletedProcess) -> str:
+    """Both streams' tails: stdout says how far each worker got."""
+    return f"stdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-4000:]}"
+
+
 def load_example():
     return load_script(EXAMPLE)
 
@@ -34,7 +39,7 @@ def two_worker_run(tmp_path_factory):
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == 0, outputs(done)
     results = []
     for index in range(2):
         weights = np.load(output / f"worker-{index}.npz")
@@ -101,7 +106,7 @@ def test_two_workers_killed_mid_epoch_resume_exactly(tmp_path, two_worker_run):
     assert killed.returncode != 0
     assert (backup_dir / "latest").read_text() == "backup-e00001-s0000004"
     resumed = subprocess.run(base, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert resumed.returncode == 0, outputs(resumed)
     for index in range(2):
         weights = np.load(output / f"worker-{index}.npz")
         report = json.loads((output / f"worker-{index}.json").read_text())
