@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--eager-samples",
         type=int,
         default=None,
-        help="samples per timed epoch of the two eager loops (default: "
+        help="samples per timed epoch of the eager loops (default: "
         "--samples / 4; samples/s do not depend on it)",
     )
     parser.add_argument(

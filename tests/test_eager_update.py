@@ -203,3 +203,28 @@ def test_unbuilt_optimizer_builds_eagerly_then_compiles():
         counts.append(model.optimizer.python_updates)
     assert counts == [variables, 2 * variables, 2 * variables, 2 * variables]
     assert model.optimizer.iterations.numpy() == 4
+
+
+def test_loss_scale_overflow_steps_match_the_eager_update():
+    # mixed_float16 with a loss scale so large that the first gradients
+    # overflow: LossScaleOptimizer skips those steps and halves the scale,
+    # a tf.cond inside the compiled update, op by op in the eager one.
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        models = [
+            build(
+                optimizer=keras.optimizers.LossScaleOptimizer(
+                    keras.optimizers.Adam(1e-2), initial_scale=2.0**40
+                ),
+                eager_optimizer_update=eager,
+            )
+            for eager in (False, True)
+        ]
+        histories = [train(model) for model in models]
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    compiled, eager = models
+    assert compiled._eager_update._function is not None
+    assert compiled.optimizer.dynamic_scale.numpy() < 2.0**40  # it skipped
+    assert_same(compiled, eager)
+    assert histories[0] == histories[1]
