@@ -74,6 +74,20 @@ def test_model_private_members_still_exist():
     assert _keras_compat.flatten_metrics_in_order(model, {"loss": 1.0}) == 1.0
 
 
+def test_optimizer_still_keeps_its_learning_rate_object():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    assert (
+        _keras_compat.learning_rate_object(keras.optimizers.SGD(schedule))
+        is schedule
+    )
+    rate = _keras_compat.learning_rate_object(keras.optimizers.SGD(0.1))
+    assert isinstance(rate, keras.Variable)
+    wrapped = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())
+    assert isinstance(wrapped.inner_optimizer, keras.optimizers.SGD)
+    wrapped_rate = _keras_compat.learning_rate_object(wrapped)
+    assert isinstance(wrapped_rate, keras.Variable)
+
+
 def test_backup_and_restore_still_resumes_through_initial_epoch(tmp_path):
     # BackupAndRestore tells fit where to resume through `_initial_epoch`.
     source = inspect.getsource(keras.callbacks.BackupAndRestore)

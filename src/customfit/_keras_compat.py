@@ -37,6 +37,15 @@ from keras.src.trainers.data_adapters.array_slicing import (  # noqa: F401
 from keras.src.utils.python_utils import pythonify_logs  # noqa: F401
 
 
+def learning_rate_object(optimizer) -> Any:
+    """What the optimizer was given as learning rate, before evaluation.
+
+    A Keras variable (for a number), a schedule, or a callable; the public
+    `optimizer.learning_rate` returns the schedule's current value instead.
+    """
+    return optimizer._learning_rate
+
+
 def loss_tracker(model) -> Any:
     """The `keras.metrics.Mean` named "loss" that fit reports as `loss`."""
     return model._loss_tracker

@@ -410,12 +410,13 @@ class CustomModel(keras.Model):
             variables: The variables to update, usually
                 `self.trainable_weights`.
         """
-        update = self._eager_update
-        if update is None or not update.apply(
-            self.optimizer, gradients, variables
-        ):
+        if self._eager_update is None:
             self.optimizer.apply_gradients(
                 zip(gradients, variables, strict=True)
+            )
+        else:
+            self._eager_update.apply(
+                self.optimizer, list(gradients), list(variables)
             )
 
 
