@@ -9,6 +9,8 @@ deleted off the training thread.
 """
 
 import dis
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -276,3 +278,37 @@ def test_reaper_thread_is_ended_before_the_interpreter_exits(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "reaper started: True" in done.stdout
     assert "reaper threads at exit: []" in done.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_command_runs_and_writes_its_tables(tmp_path):
+    # The smoke run of `python -m benchmarks.run`: too short for its ratios
+    # to mean anything (they are not asserted), long enough to prove that
+    # every loop runs and both tables and the checks are written.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick"]
+        + ["--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1), done.stderr[-3000:]  # 1: targets
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["loops"]) == {
+        "bare",
+        "fit/spe=1",
+        "fit/spe=8",
+        "fit/spe=32",
+        "fit/eager",
+        "manual_loop/spe=1",
+        "manual_loop/spe=8",
+        "manual_loop/spe=32",
+        "manual_loop/eager",
+        "manual_loop/eager/eager-update",
+        "tutorial/eager",
+    }
+    assert all(check["met"] for check in results["checks"])  # traces, RSS
+    table = (tmp_path / "results.md").read_text()
+    assert "ManualLoop(run_eagerly=True) / tutorial eager loop" in table
