@@ -74,7 +74,7 @@ class EagerUpdate:
         """
         key = self._key(optimizer, variables)
         if key is None or len(gradients) != len(variables):
-            optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            _keras_update(optimizer, gradients, variables)
             return
         function = self._functions.get(key)
         if function is None:
@@ -123,10 +123,11 @@ class EagerUpdate:
             )
             return None
 
-        def update(gradients):
-            optimizer.apply_gradients(zip(gradients, variables, strict=True))
-
-        function = tf.function(update, autograph=False, reduce_retracing=True)
+        function = tf.function(
+            lambda gradients: _keras_update(optimizer, gradients, variables),
+            autograph=False,
+            reduce_retracing=True,
+        )
         try:
             function.get_concrete_function(gradients)
         except Exception as error:  # noqa: BLE001 - decided just below
@@ -139,7 +140,7 @@ class EagerUpdate:
 
     def _leave_eager(self, optimizer, gradients, variables, reason) -> None:
         """Runs this update eagerly, then leaves the optimizer eager."""
-        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        _keras_update(optimizer, gradients, variables)
         self._eager_for = weakref.ref(optimizer)
         self._functions.clear()
         warnings.warn(
@@ -149,6 +150,11 @@ class EagerUpdate:
             "compile().",
             stacklevel=5,
         )
+
+
+def _keras_update(optimizer: Any, gradients: list, variables: list) -> None:
+    """Keras' own update, as `CustomModel.apply_gradients` runs it."""
+    optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
 
 def _keras_settings(optimizer: Any) -> tuple | None:
