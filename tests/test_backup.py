@@ -83,18 +83,21 @@ class Probe(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         with open(args.out + ".train_end", "w") as f:
-            f.write("called")
+            f.write("called")  # fit calls it only when training completes
 
 if args.kill_in_write:
-    import customfit.backup
+    # Killed after a backup's files are written, before the manager's
+    # `checkpoint` file names it.
+    from tensorflow.python.checkpoint import checkpoint_management
     writes = [0]
-    commit = customfit.backup._commit
-    def dying_commit(temporary, final):
+    record = checkpoint_management.update_checkpoint_state_internal
+    def dying_record(*args, **kwargs):
         writes[0] += 1
-        if writes[0] == args.kill_in_write:
-            os.kill(os.getpid(), signal.SIGKILL)  # files written, not renamed
-        commit(temporary, final)
-    customfit.backup._commit = dying_commit
+        if writes[0] == args_.kill_in_write:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return record(*args, **kwargs)
+    args_ = args
+    checkpoint_management.update_checkpoint_state_internal = dying_record
 
 loop = ManualLoop(model, backup=Backup(args.backup_dir, every_steps=4))
 try:
@@ -104,6 +107,9 @@ try:
 except KeyboardInterrupt:
     print("INTERRUPTED", flush=True)
     sys.exit(130)
+except customfit.errors.Preempted:
+    print("PREEMPTED", flush=True)
+    raise
 np.savez(args.out + ".npz", *[v.numpy() for v in model.variables])
 with open(args.out + ".json", "w") as f:
     json.dump({"history": history.history, "epoch": history.epoch}, f)
@@ -178,8 +184,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path, reference, model):
         check=False,
     )
     assert killed.returncode == -signal.SIGKILL
-    latest = (backup_dir / "latest").read_text()
-    assert latest.startswith("backup-e00001-s000000")
+    assert latest(backup_dir)[0] == 1  # a backup of epoch 1
     _, resumed = run(tmp_path, "resumed", backup_dir, "--model", model)
     assert_same_run(resumed, reference[model])
 
@@ -190,23 +195,19 @@ def test_kill_while_writing_a_backup_resumes_from_the_previous(
 ):
     backup_dir = tmp_path / "backup"
     # Writes: e0 s4, e0 s8, e1 s0 (epoch end), e1 s4 -- killed in the 4th.
+    # The manager records its state twice per save: call 7 is the 4th's 1st.
     killed, _ = run(
-        tmp_path, "killed", backup_dir, "--kill-in-write", "4", check=False
+        tmp_path, "killed", backup_dir, "--kill-in-write", "7", check=False
     )
     assert killed.returncode == -signal.SIGKILL
-    names = os.listdir(backup_dir)
-    assert ".tmp-backup-e00001-s0000004" in names  # the half-done write
-    assert (backup_dir / "latest").read_text() == "backup-e00001-s0000000"
+    assert latest(backup_dir) == (1, 0)  # the half-done write is ignored
+    assert (backup_dir / "backup-4.index").exists()
     _, resumed = run(tmp_path, "resumed", backup_dir)
-    assert not any(n.startswith(".tmp-") for n in os.listdir(backup_dir))
     assert_same_run(resumed, reference["dense"])
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_after_a_step_backs_up_and_resumes_exactly(
-    tmp_path, reference
-):
-    backup_dir = tmp_path / "backup"
+def interrupt(tmp_path, backup_dir, signum, at_step=13):
+    """Runs the script, sends `signum` after step `at_step`; returns outputs."""
     script = tmp_path / "train.py"
     script.write_text(f"REPO = {REPO!r}\n" + SCRIPT)
     out = str(tmp_path / "interrupted")
@@ -220,24 +221,49 @@ def test_ctrl_c_stops_after_a_step_backs_up_and_resumes_exactly(
     try:
         deadline = time.monotonic() + 120
         for line in process.stdout:
-            if line.strip() == "STEP 13" or time.monotonic() > deadline:
+            if line.strip() == f"STEP {at_step}" or time.monotonic() > deadline:
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 130, stderr[-3000:]
-    assert "INTERRUPTED" in stdout
-    assert "KeyboardInterrupt" not in stderr  # handled, no traceback
-    with open(out + ".train_end") as f:
-        assert f.read() == "called"
-    latest = (backup_dir / "latest").read_text()
-    assert latest.startswith("backup-e00001-s00000")
-    assert latest != "backup-e00001-s0000000"  # a mid-epoch backup
+    return process.returncode, stdout, stderr, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_after_a_step_backs_up_and_resumes_exactly(
+    tmp_path, reference, signum
+):
+    backup_dir = tmp_path / "backup"
+    code, stdout, stderr, out = interrupt(tmp_path, backup_dir, signum)
+    if signum == signal.SIGINT:
+        assert code == 130, stderr[-3000:]
+        assert "INTERRUPTED" in stdout
+        assert "KeyboardInterrupt" not in stderr  # handled, no traceback
+    else:
+        assert code == customfit.errors.Preempted.EXIT_CODE == 143, stderr
+        assert "PREEMPTED" in stdout
+        assert "fit stopped by SIGTERM at epoch 1, step" in stderr
+    assert not os.path.exists(out + ".train_end")  # as under fit
+    epoch, step = latest(backup_dir)
+    assert epoch == 1 and 3 < step < 10  # a mid-epoch backup, after step 13
     _, resumed = run(tmp_path, "resumed", backup_dir)
     assert_same_run(resumed, reference["dense"])
+
+
+def position(path):
+    """(epoch, step) of the backup at `path`, from its saved state."""
+    reader = tf.train.load_checkpoint(str(path))
+    state = json.loads(reader.get_tensor("state/.ATTRIBUTES/py_state"))
+    return state["epoch"], state["step"]
+
+
+def latest(directory):
+    """(epoch, step) of the newest complete backup in `directory`."""
+    return position(tf.train.latest_checkpoint(str(directory)))
 
 
 def build(seed=0):
@@ -266,48 +292,82 @@ def failing_dataset(fail_at):
 
 
 class Recorder(keras.callbacks.Callback):
+    """Records every training event, and the weights after each batch."""
+
     def __init__(self):
         super().__init__()
         self.events = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.events.append("batch")
+        self.events.append("on_train_batch_end")
         self.weights = [w.copy() for w in self.model.get_weights()]
 
-    def on_train_end(self, logs=None):
-        self.events.append("train_end")
+
+for _hook in (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+):
+    setattr(
+        Recorder,
+        _hook,
+        lambda self, *args, _hook=_hook, **kwargs: self.events.append(_hook),
+    )
 
 
-def test_data_pipeline_error_reaches_the_user_after_on_train_end():
-    model = build()
-    recorder = Recorder()
-    with pytest.raises(tf.errors.InvalidArgumentError, match="bad batch 3"):
-        ManualLoop(model).fit(
-            failing_dataset(3).repeat(),
-            steps_per_epoch=6,
-            callbacks=[recorder],
-            verbose=0,
-        )
-    assert recorder.events == ["batch"] * 3 + ["train_end"]
-    for kept, now in zip(recorder.weights, model.get_weights(), strict=True):
+def events_of(driver, error, **fit_args):
+    model, recorder = build(), Recorder()
+    run = model.fit if driver == "fit" else ManualLoop(model).fit
+    with pytest.raises(error[0], match=error[1]):
+        run(callbacks=[*fit_args.pop("callbacks", []), recorder], **fit_args)
+    return model, recorder
+
+
+def test_an_error_mid_epoch_fires_the_events_fit_fires():
+    # Keras' fit calls no on_train_end after an error (its terminate_on_nan
+    # test checks that); neither does ManualLoop.
+    error = (tf.errors.InvalidArgumentError, "bad batch 3")
+    args = dict(x=failing_dataset(3).repeat(), steps_per_epoch=6, verbose=0)
+    _, by_fit = events_of("fit", error, **args)
+    args["x"] = failing_dataset(3).repeat()
+    model, by_loop = events_of("manual", error, **args)
+    assert by_loop.events == by_fit.events
+    assert by_loop.events[-1] == "on_train_batch_begin"
+    assert "on_train_end" not in by_loop.events
+    for kept, now in zip(by_loop.weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(kept, now)  # the last completed step
 
 
-def test_callback_error_reaches_the_user_unchanged():
+def test_a_callback_error_reaches_the_user_unchanged_with_fits_events():
     class Failing(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             raise Boom("from a callback")
 
-    recorder = Recorder()
-    with pytest.raises(Boom, match="from a callback"):
-        ManualLoop(build()).fit(
-            np.zeros((8, 4)),
-            np.zeros((8, 1)),
+    error, data = (
+        (Boom, "from a callback"),
+        (np.zeros((8, 4)), np.zeros((8, 1))),
+    )
+    by = [
+        events_of(
+            driver,
+            error,
+            x=data[0],
+            y=data[1],
             epochs=2,
-            callbacks=[Failing(), recorder],
+            callbacks=[Failing()],
+            validation_data=data,
             verbose=0,
-        )
-    assert recorder.events[-1] == "train_end"
+        )[1]
+        for driver in ("fit", "manual")
+    ]
+    assert by[1].events == by[0].events
+    assert by[1].events[-1] == "on_test_end"
 
 
 def test_backup_directory_keeps_the_newest_and_a_finished_run_restarts(
@@ -321,9 +381,10 @@ def test_backup_directory_keeps_the_newest_and_a_finished_run_restarts(
     ManualLoop(model, backup=backup).fit(
         x, y, batch_size=8, epochs=2, verbose=0
     )
-    names = sorted(n for n in os.listdir(tmp_path) if n.startswith("backup-"))
-    assert names == ["backup-e00001-s0000004", "backup-e00002-s0000000"]
-    assert (tmp_path / "latest").read_text() == "finished"
+    kept = tf.train.get_checkpoint_state(str(tmp_path))
+    positions = [position(p) for p in kept.all_model_checkpoint_paths]
+    assert positions == [(1, 4), (2, 0)]  # epoch, step
+    assert (tmp_path / "finished").exists()
     # A finished directory does not resume: the new run trains all epochs.
     history = ManualLoop(build(), backup=backup).fit(
         x, y, batch_size=8, epochs=2, verbose=0

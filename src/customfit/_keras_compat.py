@@ -119,3 +119,29 @@ def symbolic_build(model, element_spec) -> None:
     """
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=element_spec)
+
+
+def configure_coordination_service(cluster_spec, heartbeat_timeout_s) -> None:
+    """Configures TensorFlow's coordination service as MWMS would, plus one
+    setting: the heartbeat timeout after which a silent worker is lost.
+
+    MultiWorkerMirroredStrategy keeps a configuration made before it is
+    created; TensorFlow has no public setting for the timeout.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(
+            name=job, num_tasks=cluster_spec.num_tasks(job)
+        )
+        for job in ("chief", "worker")
+        if job in cluster_spec.jobs
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster_spec),
+        coordinated_jobs=jobs,
+        heartbeat_timeout_in_ms=int(heartbeat_timeout_s * 1000),
+    )

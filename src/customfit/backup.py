@@ -1,4 +1,4 @@
-"""Exact backup and resume of a ManualLoop run, and clean stops on Ctrl-C.
+"""Exact backup and resume of a ManualLoop run, and stops on signals.
 
 `ManualLoop(model, backup=Backup("runs/1", every_steps=100))` writes a
 backup every 100 steps and at the end of every epoch. A backup holds
@@ -16,32 +16,32 @@ everything the run needs to continue as if it had never stopped:
   batches as the stopped run had, exact for a deterministic pipeline);
 - the epoch, the step within it, and the History so far.
 
-Calling `fit` again with the same `Backup` directory resumes from the latest
-backup. Backups are written to a temporary folder and renamed into place;
-`latest` names the newest complete one, replaced atomically, so a crash while
-writing leaves the previous backup readable. The last `keep` are kept. When
-`fit` finishes, the backups are deleted (`delete_when_finished=True`, the
-default) so a new run with the same directory starts fresh; pass
-`resume=False` to ignore existing backups and start over.
+Each backup is one TensorFlow checkpoint, written and rotated by
+`tf.train.CheckpointManager` (its `checkpoint` file names the newest
+complete one, so a crash while writing leaves the previous one readable),
+through `tf.io.gfile`, so `gs://` and other TensorFlow file systems work.
+Calling `fit` again with the same `Backup` directory resumes from the
+newest. When `fit` finishes, the backups are deleted
+(`delete_when_finished=True`, the default) so a new run with the same
+directory starts fresh; pass `resume=False` to start over.
 
 Exact resume needs the data to be reproducible: seed your shuffles
 (`dataset.shuffle(n, seed=...)`) and build the same dataset again.
 
-Ctrl-C (SIGINT) during `fit` does not cut a step in half: the loop finishes
-the current step, writes a backup (when backups are on), calls
-`on_train_end`, and raises `KeyboardInterrupt`. A second Ctrl-C interrupts at
-once.
+A signal in `Backup.signals` (SIGTERM and SIGINT) does not cut a step in
+half: TensorFlow's `PreemptionCheckpointHandler` picks the step at which
+every worker backs up (one process is its own cluster), then `fit` raises
+`KeyboardInterrupt` for Ctrl-C or `customfit.errors.Preempted` (exit code
+143) for the others. ManualLoop installs the signal handlers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
-import threading
+import sys
 from typing import Any
 
 import keras
@@ -49,19 +49,21 @@ import tensorflow as tf
 
 from customfit import data
 from customfit import distribute
+from customfit import errors
 
-_LATEST = "latest"
-_STATE = "state.json"
+_NAME = "backup"
+_FINISHED = "finished"
 
 
 @dataclasses.dataclass(frozen=True)
 class Backup:
-    """Where and how often ManualLoop backs up a run.
+    """Where and how often ManualLoop backs up a run, and when it stops.
 
     Args:
-        directory: The folder for this run's backups (created if needed).
-            Under several workers, only the chief writes here; the others
-            write to temporary folders.
+        directory: The folder for this run's backups (created if needed; any
+            `tf.io.gfile` path, such as `gs://bucket/run`). Under several
+            workers, only the chief writes here; the others write to
+            temporary folders.
         every_steps: Also back up every this many training steps (at the
             end of a `steps_per_execution` chunk). None: only per epoch.
         every_epochs: Back up at the end of every this many epochs.
@@ -71,6 +73,14 @@ class Backup:
         delete_when_finished: Delete the backups when `fit` completes, so
             the next run in `directory` starts fresh. False keeps them and
             marks the run finished (a new `fit` still starts fresh).
+        signals: The signals that stop `fit` after a completed step with a
+            backup. SIGINT then raises `KeyboardInterrupt` (a second one
+            interrupts at once); any other raises
+            `customfit.errors.Preempted`, exit code 143.
+        grace_period: Seconds between the signal and the scheduler's
+            SIGKILL. 0: back up and stop at the next step. More: back up at
+            once, train on, and back up and stop shortly before the period
+            ends (TensorFlow's `TerminationConfig.grace_period`).
 
     Example:
 
@@ -87,6 +97,8 @@ class Backup:
     keep: int = 2
     resume: bool = True
     delete_when_finished: bool = True
+    signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+    grace_period: float = 0.0
 
 
 @dataclasses.dataclass
@@ -101,11 +113,29 @@ class Start:
         return epoch == self.epoch and self.step > 0
 
 
+class _RunState(tf.train.experimental.PythonState):
+    """The loop's position and History, saved as JSON in the checkpoint."""
+
+    def __init__(self, value: dict | None = None):
+        self.value = value or {}
+
+    def serialize(self) -> str:
+        return json.dumps(self.value)
+
+    def deserialize(self, string: str) -> None:
+        self.value = json.loads(string)
+
+
 class BackupCallback(keras.callbacks.Callback):
-    """Writes backups as the loop runs, and stops cleanly on Ctrl-C.
+    """Writes backups as the loop runs; stops it after a signal.
 
     ManualLoop adds it after every other callback, so a backup taken at the
-    end of an epoch holds that epoch's History entry.
+    end of an epoch holds that epoch's History entry. The loop's signal
+    handlers call `request_stop`; after every step the preemption handler
+    decides whether this is the step to back up at and stop.
+
+    Attributes:
+        last: `(path, epoch, step)` of the newest backup, or None.
     """
 
     def __init__(
@@ -116,56 +146,53 @@ class BackupCallback(keras.callbacks.Callback):
     ):
         super().__init__()
         self.config = config
+        self.last: tuple[str, int, int] | None = None
+        self.stop_signal: int | None = None
         self._model = model
         self._batches = batches
         self._epoch = 0
+        self._position = (0, 0)
         self._steps_since_backup = 0
         self._last_steps_done = 0
         self._resumed = False
-        self._interrupted = threading.Event()
-        self._directory = None
+        self._number = 0
+        self._directory = self._preemption = None
         if config is not None:
             self._directory = config.directory
             if distribute.num_workers(model.distribute_strategy) > 1:
                 self._directory = distribute.write_dir(config.directory)
-
-    # Restoring.
+            self._preemption = _preemption_handler(model, config, self)
 
     def restore(self, default_epoch: int) -> Start:
         """Restores the latest backup, if any; returns where to start."""
         if self.config is None:
             return Start(default_epoch)
-        os.makedirs(self._directory, exist_ok=True)
-        _remove_incomplete(self._directory)
-        latest = _read_latest(self.config.directory)
-        if not self.config.resume or latest in (None, "finished"):
+        latest = tf.train.latest_checkpoint(self.config.directory)
+        finished = os.path.join(self.config.directory, _FINISHED)
+        if not self.config.resume or not latest or tf.io.gfile.exists(finished):
             _remove_backups(self._directory)
             return Start(default_epoch)
-        path = os.path.join(self.config.directory, latest)
-        with open(os.path.join(path, _STATE)) as f:
-            state = json.load(f)
+        state = _RunState()
+        tf.train.Checkpoint(state=state).read(latest).expect_partial()
+        state = state.value
         if state["iterator_in_checkpoint"]:
             self._batches.new_iterator()
         else:
             self._batches.replay(
                 state["iterators_created"], state["steps_seen"]
             )
-        checkpoint = self._checkpoint()
         # Optimizers built lazily in a custom train_step (a GAN's) get
         # their state when their variables are created, at the first step.
-        checkpoint.read(
-            os.path.join(path, "ckpt")
-        ).assert_existing_objects_matched()
+        self._checkpoint().read(latest).assert_existing_objects_matched()
         self._batches.resume_at(
             state["step"], state["steps_seen"], state["num_batches"]
         )
         history = self._model.history
-        history.history = state["history"]
-        history.epoch = state["history_epochs"]
+        history.history, history.epoch = state["history"], state["epochs"]
         self._resumed = state["step"] > 0
+        self._number = state["number"]
+        self.last = (latest, state["epoch"], state["step"])
         return Start(state["epoch"], state["step"])
-
-    # Writing.
 
     def on_epoch_begin(self, epoch, logs=None):
         """Notes the epoch, for the backups written during it."""
@@ -174,7 +201,7 @@ class BackupCallback(keras.callbacks.Callback):
         self._resumed = False
 
     def on_train_batch_end(self, batch, logs=None):
-        """Backs up every `every_steps` steps; stops here after a Ctrl-C."""
+        """Backs up every `every_steps` steps; may stop after a signal."""
         every = self.config.every_steps if self.config else None
         if every:
             done = self._batches.steps_done
@@ -183,125 +210,133 @@ class BackupCallback(keras.callbacks.Callback):
             end_of_epoch = done >= (self._batches.num_batches or done + 1)
             if self._steps_since_backup >= every and not end_of_epoch:
                 self.write(self._epoch, done)
-        self._maybe_stop_for_interrupt(self._epoch, self._batches.steps_done)
+        self._maybe_stop(self._epoch, self._batches.steps_done)
 
     def on_epoch_end(self, epoch, logs=None):
-        """Backs up every `every_epochs` epochs; stops after a Ctrl-C."""
+        """Backs up every `every_epochs` epochs; may stop after a signal."""
         if self.config and (epoch + 1) % self.config.every_epochs == 0:
             self.write(epoch + 1, 0)
-        self._maybe_stop_for_interrupt(epoch + 1, 0)
+        self._maybe_stop(epoch + 1, 0)
 
-    @contextlib.contextmanager
-    def guarding(self, callbacks: keras.callbacks.CallbackList):
-        """Runs the epochs: Ctrl-C stops after a step; errors end training.
-
-        On any exception (a Ctrl-C included) the callbacks get
-        `on_train_end`, so files are closed and logs flushed, and the
-        exception propagates unchanged; backups stay for resuming. Keras'
-        `BackupAndRestore` is the exception: it takes `on_train_end` to mean
-        success and deletes its backup, so (as under fit, which calls no
-        `on_train_end` after an error) it is not told. When the epochs
-        complete, the run is marked finished.
-        """
-        with self.catching_interrupts():
-            try:
-                yield
-            except BaseException:
-                for callback in callbacks.callbacks:
-                    if not isinstance(
-                        callback, keras.callbacks.BackupAndRestore
-                    ):
-                        callback.on_train_end()
-                raise
-        self._finish()
-
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """Ends a completed run: deletes its backups or marks it finished."""
         if self.config is None:
             return
         if self.config.delete_when_finished:
             _remove_backups(self._directory)
         else:
-            _write_latest(self._directory, "finished")
+            finished = os.path.join(self._directory, _FINISHED)
+            with tf.io.gfile.GFile(finished, "w") as f:
+                f.write("")
 
     def write(self, epoch: int, step: int) -> None:
-        """Writes one backup of the run as of `epoch`, `step` (atomically)."""
+        """Writes one backup of the run as of `epoch`, `step`."""
         if self.config is None:
             return
-        name = f"backup-e{epoch:05d}-s{step:07d}"
-        temporary = os.path.join(self._directory, f".tmp-{name}")
-        shutil.rmtree(temporary, ignore_errors=True)
-        self._checkpoint().write(os.path.join(temporary, "ckpt"))
+        self._number += 1
         history = self._model.history
         state = {
             **self._batches.position,
             "iterator_in_checkpoint": self._iterator_is_checkpointable(),
             "epoch": epoch,
             "step": step,
+            "number": self._number,
             "history": history.history if history else {},
-            "history_epochs": history.epoch if history else [],
+            "epochs": history.epoch if history else [],
         }
-        with open(os.path.join(temporary, _STATE), "w") as f:
-            json.dump(state, f)
-        _commit(temporary, os.path.join(self._directory, name))
-        _write_latest(self._directory, name)
-        _prune(self._directory, keep=self.config.keep)
+        manager = tf.train.CheckpointManager(
+            self._checkpoint(state),
+            self._directory,
+            max_to_keep=self.config.keep,
+            checkpoint_name=_NAME,
+        )
+        path = manager.save(checkpoint_number=self._number)
+        name = os.path.basename(path)
+        self.last = (os.path.join(self.config.directory, name), epoch, step)
         self._steps_since_backup = 0
 
-    def _checkpoint(self) -> tf.train.Checkpoint:
+    def _checkpoint(self, state: dict | None = None) -> tf.train.Checkpoint:
         model = self._model
-        optimizers = _optimizers(model)
-        state = {
+        objects = {
             "variables": list(model.variables),
             "metrics": list(model.metrics_variables),
-            **{f"optimizer_{name}": opt for name, opt in optimizers.items()},
+            **{f"optimizer_{k}": v for k, v in _optimizers(model).items()},
         }
+        if state is not None:
+            objects["state"] = _RunState(state)
         if self._iterator_is_checkpointable():
-            state["iterator"] = self._batches.iterator
-        return tf.train.Checkpoint(**state)
+            objects["iterator"] = self._batches.iterator
+        return tf.train.Checkpoint(**objects)
 
     def _iterator_is_checkpointable(self) -> bool:
         # A tf.distribute iterator is not: its position is replayed instead.
         return isinstance(self._batches.iterator, tf.data.Iterator)
 
-    # Interrupts.
+    # Stopping after a signal.
 
-    @contextlib.contextmanager
-    def catching_interrupts(self):
-        """While active, Ctrl-C asks the loop to stop after the current step.
+    def request_stop(self, signum: int) -> None:
+        """Asks the loop to back up and stop after a step (signal handler)."""
+        self.stop_signal = signum
 
-        A second Ctrl-C raises `KeyboardInterrupt` at once.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+    def _maybe_stop(self, epoch: int, step: int) -> None:
+        self._position = (epoch, step)
+        if self._preemption is not None:
+            self._preemption.save_checkpoint_if_preempted()
+        elif self.stop_signal is not None:
+            self.stop()
 
-        def request_stop(signum, frame):
-            if self._interrupted.is_set():
-                raise KeyboardInterrupt
-            self._interrupted.set()
+    def back_up_for_stop(self) -> None:
+        """Backs up the current step, unless that backup exists already."""
+        if self.last is None or self.last[1:] != self._position:
+            self.write(*self._position)
 
-        previous = signal.signal(signal.SIGINT, request_stop)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    def stop(self) -> None:
+        """Ends `fit`: `KeyboardInterrupt` for Ctrl-C, else `Preempted`."""
+        epoch, step = self._position
+        name = signal.Signals(self.stop_signal or signal.SIGTERM).name
+        where = f"; the backup {self.last[0]} resumes it" if self.last else ""
+        text = f"fit stopped by {name} at epoch {epoch}, step {step}{where}"
+        if self.stop_signal == signal.SIGINT:
+            raise KeyboardInterrupt(text)
+        print(f"customfit: {text}; exit code 143", file=sys.stderr, flush=True)
+        raise errors.Preempted(errors.Preempted.EXIT_CODE)
 
-    def _maybe_stop_for_interrupt(self, epoch: int, step: int) -> None:
-        if not self._interrupted.is_set():
-            return
-        already_written = self.config is not None and (
-            _read_latest(self._directory) == f"backup-e{epoch:05d}-s{step:07d}"
+
+_handlers: dict[Any, tuple] = {}
+
+
+def _preemption_handler(
+    model: keras.Model, config: Backup, callback: BackupCallback
+) -> tf.distribute.experimental.PreemptionCheckpointHandler:
+    """TensorFlow's preemption handler for the model's strategy.
+
+    After a signal it agrees with the other workers, over TensorFlow's
+    coordination service, on the step after which every worker backs up
+    (`save_fn`) and stops (`exit_fn`). Its threads and cluster keys last as
+    long as the process, so one is made per strategy and later fits reuse
+    it, with their own callback. It counts steps in a checkpoint of its own
+    that is never written (the backups are ours).
+    """
+    strategy = model.distribute_strategy
+    key = (id(strategy), config.grace_period)
+    if key not in _handlers:
+        current = [callback]
+        termination = tf.distribute.experimental.TerminationConfig(
+            termination_watcher_fn=lambda: current[0].stop_signal is not None,
+            save_fn=lambda: current[0].back_up_for_stop(),
+            exit_fn=lambda: current[0].stop(),
+            grace_period=config.grace_period,
         )
-        if not already_written:
-            self.write(epoch, step)
-        raise KeyboardInterrupt(
-            "fit stopped by Ctrl-C after a completed step"
-            + (
-                f"; resume from the backup in {self.config.directory!r}"
-                if self.config
-                else ""
-            )
+        unused = os.path.join(config.directory, ".preemption-step-count")
+        handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            getattr(strategy, "cluster_resolver", None),
+            tf.train.CheckpointManager(tf.train.Checkpoint(), unused, 1),
+            termination_config=termination,
         )
+        _handlers[key] = (handler, current, strategy)
+    handler, current, _ = _handlers[key]
+    current[0] = callback
+    return handler
 
 
 def _optimizers(model: keras.Model) -> dict[str, Any]:
@@ -317,50 +352,11 @@ def _optimizers(model: keras.Model) -> dict[str, Any]:
     return found
 
 
-def _read_latest(directory: str) -> str | None:
-    try:
-        with open(os.path.join(directory, _LATEST)) as f:
-            return f.read().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def _write_latest(directory: str, name: str) -> None:
-    temporary = os.path.join(directory, f".{_LATEST}.tmp")
-    with open(temporary, "w") as f:
-        f.write(name)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, os.path.join(directory, _LATEST))
-
-
-def _commit(temporary: str, final: str) -> None:
-    """Moves a completely written backup into place (one rename)."""
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(temporary, final)
-
-
-def _backups(directory: str) -> list[str]:
-    return sorted(
-        name for name in os.listdir(directory) if name.startswith("backup-")
-    )
-
-
-def _prune(directory: str, keep: int) -> None:
-    for name in _backups(directory)[: -max(keep, 1)]:
-        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-
-
-def _remove_incomplete(directory: str) -> None:
-    for name in os.listdir(directory):
-        if name.startswith(".tmp-"):
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-
-
 def _remove_backups(directory: str) -> None:
-    if not os.path.isdir(directory):
-        return
-    for name in _backups(directory):
-        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(directory, _LATEST))
+    """Deletes the backups (and half-written ones) and their index files."""
+    for name in (f"{_NAME}-*", "checkpoint", _FINISHED):
+        for path in tf.io.gfile.glob(os.path.join(directory, name)):
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)

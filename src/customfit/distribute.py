@@ -5,15 +5,17 @@ program. TensorFlow's multi-worker guide prescribes that only the chief
 writes checkpoints, backups and TensorBoard logs to the real location; the
 other workers must still write (saving is a collective operation), but to a
 temporary folder they then delete. `write_dir` gives each worker its folder.
+The cluster comes from `TF_CONFIG`, read by TensorFlow's
+`TFConfigClusterResolver`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 
 import tensorflow as tf
+
+from customfit import _keras_compat
 
 
 def task() -> tuple[str, int]:
@@ -23,31 +25,25 @@ def task() -> tuple[str, int]:
         `("worker", 0)`-style pair; `("chief", 0)` when `TF_CONFIG` is unset
         (a single process is its own chief).
     """
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    current = config.get("task") or {}
-    return current.get("type", "chief"), int(current.get("index", 0))
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    return resolver.task_type or "chief", resolver.task_id or 0
 
 
-def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+def is_chief() -> bool:
     """Whether this process writes the run's files.
 
     The chief is the task of type "chief", or worker 0 when the cluster has
     no chief -- TensorFlow's own convention.
 
-    Args:
-        strategy: Unused today; accepted so calls read naturally next to the
-            strategy they concern.
-
     Returns:
         True on the chief (and in a single-process run).
     """
-    del strategy
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     task_type, task_index = task()
-    if task_type == "chief":
-        return True
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    has_chief = "chief" in config.get("cluster", {})
-    return task_type == "worker" and task_index == 0 and not has_chief
+    has_chief = "chief" in resolver.cluster_spec().jobs
+    return task_type == "chief" or (
+        task_type == "worker" and task_index == 0 and not has_chief
+    )
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
@@ -67,6 +63,35 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
     return sum(
         spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")
     )
+
+
+def set_lost_worker_timeout(seconds: float) -> None:
+    """Sets how long workers wait for a silent one before they all stop.
+
+    TensorFlow's coordination service declares a worker lost when it sends
+    no heartbeat for this long (10 s by default), and aborts the others'
+    collectives; ManualLoop then raises `customfit.errors.WorkerLostError`.
+    Call it on every worker before creating the
+    `MultiWorkerMirroredStrategy`. Set it above the longest pause of a
+    worker you expect (a swap storm, a slow file system).
+
+    Args:
+        seconds: The heartbeat timeout.
+
+    Example:
+
+    ```python
+    import customfit.distribute
+
+    customfit.distribute.set_lost_worker_timeout(30)
+    # strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    ```
+    """
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.cluster_spec().jobs:
+        _keras_compat.configure_coordination_service(
+            resolver.cluster_spec(), seconds
+        )
 
 
 def write_dir(path: str) -> str:

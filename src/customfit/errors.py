@@ -31,6 +31,22 @@ class UnsupportedStrategyError(CustomFitError, ValueError):
     """A driver cannot run under the model's `tf.distribute` strategy."""
 
 
+class WorkerLostError(CustomFitError, RuntimeError):
+    """A worker of a multi-worker run stopped answering; relaunch them all."""
+
+
+class Preempted(SystemExit):
+    """`fit` stopped on a termination signal after writing a backup.
+
+    A `SystemExit` (not an `Exception`, so keras-tuner does not record the
+    trial as failed): uncaught, it ends the program with `code` 143, the
+    status of a process ended by SIGTERM (128 + 15), which schedulers
+    requeue on. See docs/cluster.md.
+    """
+
+    EXIT_CODE = 143
+
+
 def message(what: str, *, expected: str, received: str, fix: str) -> str:
     """Renders an error message in customfit's four-part form.
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
+import shlex
+import signal
+import sys
+import threading
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from customfit import _fast_callbacks
 from customfit import _keras_compat
 from customfit import checks
 from customfit import data
+from customfit import distribute
 from customfit import steps
 from customfit import timing
 from customfit.backup import Backup
@@ -19,6 +27,7 @@ from customfit.backup import BackupCallback
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import NotCompiledError
+from customfit.errors import WorkerLostError
 from customfit.errors import message
 
 
@@ -149,7 +158,10 @@ class ManualLoop:
             _keras_compat.initial_epoch_override(model) or plan.initial_epoch
         )
         logs = None
-        with backups.guarding(callbacks):  # Ctrl-C, errors: on_train_end
+        with (
+            _stopping_on_signals(backups),
+            _explaining_lost_workers(backups, model.distribute_strategy),
+        ):
             for epoch in range(start.epoch, epochs):
                 if not start.continues_epoch(epoch):
                     model.reset_metrics()
@@ -161,6 +173,7 @@ class ManualLoop:
                 callbacks.on_epoch_end(epoch, logs)
                 if model.stop_training:
                     break
+        backups.finish()
         self._finalize_optimizer(epochs)
         callbacks.on_train_end(logs)
         return model.history
@@ -460,6 +473,71 @@ class ManualLoop:
             initial_epoch=initial_epoch,
             epochs=epochs,
         )
+
+
+@contextlib.contextmanager
+def _stopping_on_signals(backups: BackupCallback):
+    """While training, a signal asks the loop to stop after the current step.
+
+    `backups` then backs up and raises, as `customfit.backup` describes; a
+    second signal after Ctrl-C raises `KeyboardInterrupt` at once. As under
+    fit, an exception fires no further callback event (no `on_train_end`).
+    Only the main thread can handle signals; elsewhere this does nothing.
+    """
+    signums = backups.config.signals if backups.config else (signal.SIGINT,)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        if signum == signal.SIGINT and backups.stop_signal is not None:
+            raise KeyboardInterrupt
+        backups.request_stop(signum)
+
+    previous = {
+        signum: signal.signal(signum, request_stop) for signum in signums
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(
+                signum, signal.SIG_DFL if handler is None else handler
+            )
+
+
+@contextlib.contextmanager
+def _explaining_lost_workers(backups: BackupCallback, strategy):
+    """Turns TensorFlow's error for a lost worker into one that says what next.
+
+    When a worker stops sending heartbeats, TensorFlow aborts the others'
+    collectives (see `customfit.distribute.set_lost_worker_timeout`); its
+    error names the lost task but not the backup nor how to resume.
+    """
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
+        lost = sorted(
+            set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))
+        )
+        if not lost or distribute.num_workers(strategy) == 1:
+            raise
+        command = shlex.join([sys.executable, *sys.argv])
+        resumes = "from the start: no backup was written"
+        if backups.last:
+            path, epoch, step = backups.last
+            resumes = f"from the backup {path} (epoch {epoch}, step {step})"
+        raise WorkerLostError(
+            message(
+                f"Worker {', '.join(lost)} was lost (no heartbeat), so the "
+                "other workers stopped training.",
+                expected="every worker alive until fit returns",
+                received=f"{type(error).__name__} from TensorFlow's "
+                "coordination service",
+                fix=f"relaunch every worker with its TF_CONFIG: {command}; "
+                f"fit resumes {resumes}",
+            )
+        ) from error
 
 
 def _concatenate(outputs: list[Any]) -> Any:

@@ -16,11 +16,16 @@ with the extra: `pip install "customfit[tuner]"`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
 import keras
 
+from customfit.backup import Backup
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import MissingDependencyError
@@ -71,6 +76,12 @@ class HyperModel(keras_tuner.HyperModel):
         seed: If given, `keras.utils.set_random_seed(seed)` runs before every
             `build(hp)`, so every trial starts from the same random state
             and the same search repeats exactly.
+        backup: A `customfit.Backup` whose directory holds one folder of
+            backups per trial (named after its hyperparameter values). A
+            trial stopped by a signal, or killed, resumes mid-trial from its
+            backup when the search restarts (keras-tuner itself restarts
+            it from its first epoch). The `"manual"` and `"eager"` drivers
+            only.
         name: Optional name of this HyperModel.
         tunable: Whether the hyperparameters defined in `build` join the
             search space (keras-tuner's `tunable`).
@@ -128,13 +139,15 @@ class HyperModel(keras_tuner.HyperModel):
         driver: str = "manual",
         *,
         seed: int | None = None,
+        backup: Backup | None = None,
         name: str | None = None,
         tunable: bool = True,
     ):
-        _check_driver(driver)
+        _check_driver(driver, backup)
         super().__init__(name=name, tunable=tunable)
         self.driver = driver
         self.seed = seed
+        self.backup = backup
         # keras-tuner replaced `self.build` by its wrapper of the subclass's
         # build; seed in front of it, so that every caller is seeded.
         self._unseeded_build = self.build
@@ -213,7 +226,8 @@ class HyperModel(keras_tuner.HyperModel):
         if steps_per_execution is not None:
             model.steps_per_execution = steps_per_execution
         kwargs.update(options)
-        return _run_driver(self.driver, model, *args, **kwargs)
+        backup = _trial_backup(self.backup, hp)
+        return _run_driver(self.driver, model, *args, backup=backup, **kwargs)
 
     def _seeded_build(self, hp, *args, **kwargs):
         if self.seed is not None:
@@ -253,6 +267,7 @@ def wrap(
     seed: int | None = None,
     fit_options: Callable[[keras_tuner.HyperParameters], dict[str, Any]]
     | None = None,
+    backup: Backup | None = None,
 ) -> HyperModel:
     """Turns a `build(hp)` function into a HyperModel trained by `driver`.
 
@@ -268,6 +283,8 @@ def wrap(
         fit_options: Optional function `fit_options(hp) -> dict` of extra
             `fit` arguments (loop hyperparameters); see
             `HyperModel.fit_options`.
+        backup: Optional `customfit.Backup` for every trial; see
+            `HyperModel`.
 
     Returns:
         A `customfit.tuner.HyperModel`.
@@ -297,7 +314,7 @@ def wrap(
     hypermodel = customfit.tuner.wrap(build_model, driver="manual")
     ```
     """
-    _check_driver(driver)
+    _check_driver(driver, backup)
     if isinstance(build, keras_tuner.HyperModel):
         _check_wrappable(build, driver)
         return _BuildFunction(
@@ -306,6 +323,7 @@ def wrap(
             declare_hyperparameters=build.declare_hyperparameters,
             driver=driver,
             seed=seed,
+            backup=backup,
             name=build.name,
             tunable=build.tunable,
         )
@@ -321,18 +339,44 @@ def wrap(
                 "wrap(build_model(hp))",
             )
         )
-    return _BuildFunction(build, fit_options, driver=driver, seed=seed)
+    return _BuildFunction(
+        build, fit_options, driver=driver, seed=seed, backup=backup
+    )
 
 
-def _run_driver(driver, model, *args, **kwargs):
-    _check_driver(driver)  # `hypermodel.driver` may have been reassigned.
+def _trial_backup(backup: Backup | None, hp) -> Backup | None:
+    """The trial's `Backup`: a folder named after its hyperparameters.
+
+    A restarted search retries an interrupted trial with the same values
+    (keras-tuner's oracle never repeats values), so it finds its backup.
+    """
+    if backup is None:
+        return None
+    values = json.dumps(hp.values, sort_keys=True, default=str)
+    name = "trial-" + hashlib.sha256(values.encode()).hexdigest()[:16]
+    directory = os.path.join(backup.directory, name)
+    return dataclasses.replace(backup, directory=directory)
+
+
+def _run_driver(driver, model, *args, backup=None, **kwargs):
+    _check_driver(driver, backup)  # `driver` may have been reassigned.
     if driver == "fit":
         return model.fit(*args, **kwargs)
-    loop = ManualLoop(model, run_eagerly=True if driver == "eager" else None)
+    eagerly = True if driver == "eager" else None
+    loop = ManualLoop(model, run_eagerly=eagerly, backup=backup)
     return loop.fit(*args, **kwargs)
 
 
-def _check_driver(driver: Any) -> None:
+def _check_driver(driver: Any, backup: Backup | None = None) -> None:
+    if driver == "fit" and backup is not None:
+        raise InputValueError(
+            message(
+                "`backup` needs a ManualLoop driver: model.fit takes none.",
+                expected='driver="manual" or "eager" with a backup',
+                received=f'driver="fit", backup={backup!r}',
+                fix='pass driver="manual", or drop `backup`',
+            )
+        )
     if driver in DRIVERS:
         return
     raise InputValueError(

@@ -6,11 +6,13 @@ in time and killed by the launcher if it overruns.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from tests.conftest import load_script
 from tests.conftest import mirrored_strategy
 
@@ -91,21 +93,26 @@ def test_keras_fit_fails_and_custom_model_fit_says_use_manual_loop(
     assert "ManualLoop(model).fit" in report["custom_model_fit_error"]
 
 
-@pytest.mark.slow
-def test_two_workers_killed_mid_epoch_resume_exactly(tmp_path, two_worker_run):
-    # Both workers SIGKILL themselves after 22 steps (epoch 2 of 2, step 6);
-    # the chief's last backup is at epoch 2, step 4. Started again, the
-    # cluster resumes from it and ends as the uninterrupted run did.
-    output, backup_dir = tmp_path / "out", tmp_path / "backup"
-    base = [sys.executable, EXAMPLE, "--launch", "2", "--epochs", "2"]
-    base += ["--deterministic", "--timeout", "240", "--output", str(output)]
-    base += ["--backup-dir", str(backup_dir)]
-    killed = subprocess.run(
-        [*base, "--kill-at-step", "22"], capture_output=True, timeout=300
+def run_example(*flags, output, backup_dir):
+    """Runs the example's 2-worker launcher (bounded); returns the result."""
+    argv = [sys.executable, EXAMPLE, "--launch", "2", "--epochs", "2"]
+    argv += ["--deterministic", "--timeout", "240", "--output", str(output)]
+    argv += ["--backup-dir", str(backup_dir), "--lost-worker-timeout", "5"]
+    return subprocess.run(
+        [*argv, *flags], capture_output=True, text=True, timeout=300
     )
-    assert killed.returncode != 0
-    assert (backup_dir / "latest").read_text() == "backup-e00001-s0000004"
-    resumed = subprocess.run(base, capture_output=True, text=True, timeout=300)
+
+
+def latest(directory):
+    """(epoch, step) of the newest backup in `directory`."""
+    path = tf.train.latest_checkpoint(str(directory))
+    reader = tf.train.load_checkpoint(path)
+    state = json.loads(reader.get_tensor("state/.ATTRIBUTES/py_state"))
+    return state["epoch"], state["step"]
+
+
+def assert_resume_is_exact(output, backup_dir, two_worker_run):
+    resumed = run_example(output=output, backup_dir=backup_dir)
     assert resumed.returncode == 0, outputs(resumed)
     for index in range(2):
         weights = np.load(output / f"worker-{index}.npz")
@@ -114,3 +121,50 @@ def test_two_workers_killed_mid_epoch_resume_exactly(tmp_path, two_worker_run):
         for i, expected in enumerate(expected_weights):
             np.testing.assert_array_equal(weights[f"w{i}"], expected)
         assert report["history"] == expected_report["history"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_backs_up_one_step_on_both_and_resumes_exactly(
+    tmp_path, two_worker_run
+):
+    # TensorFlow's PreemptionCheckpointHandler picks the step; each worker
+    # reports the step it backed up, and exits with 143.
+    output, backup_dir = tmp_path / "out", tmp_path / "backup"
+    flags = ["--signal", "TERM", "--signal-worker", "1"]
+    stopped = run_example(
+        *flags, "--signal-at-step", "6", output=output, backup_dir=backup_dir
+    )
+    assert stopped.returncode == 143, outputs(stopped)
+    reports = re.findall(
+        r"fit stopped by SIGTERM at (epoch \d+, step \d+)", stopped.stderr
+    )
+    assert len(reports) == 2 and reports[0] == reports[1], outputs(stopped)
+    epoch, step = latest(backup_dir)
+    assert reports[0] == f"epoch {epoch}, step {step}" and step > 6
+    assert_resume_is_exact(output, backup_dir, two_worker_run)
+
+
+@pytest.mark.slow
+def test_a_lost_worker_stops_the_other_with_a_worker_lost_error_in_bound(
+    tmp_path, two_worker_run
+):
+    # Worker 1 SIGKILLs itself at step 10 (epoch 0; backups every 4 steps).
+    # Worker 0 notices the missing heartbeats within the 5 s timeout, and
+    # raises; with process start-up and shutdown on a loaded machine, 30 s.
+    output, backup_dir = tmp_path / "out", tmp_path / "backup"
+    flags = ["--signal", "KILL", "--signal-worker", "1"]
+    killed = run_example(
+        *flags, "--signal-at-step", "10", output=output, backup_dir=backup_dir
+    )
+    assert killed.returncode != 0
+    killed_at = float(re.search(r"SIGKILL at ([\d.]+)", killed.stdout)[1])
+    stopped_at = re.search(r"worker 0 exit 1 at ([\d.]+)", killed.stdout)
+    assert stopped_at, outputs(killed)
+    assert float(stopped_at[1]) - killed_at < 30
+    error = killed.stderr[killed.stderr.index("WorkerLostError:") :]
+    assert "Worker /job:worker/replica:0/task:1 was lost" in error
+    epoch, step = latest(backup_dir)
+    assert (epoch, step) == (0, 8)
+    assert f"backup {backup_dir}/backup-2 (epoch 0, step 8)" in error
+    assert "relaunch every worker" in error and "multi_worker.py" in error
+    assert_resume_is_exact(output, backup_dir, two_worker_run)
