@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import importlib
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -605,3 +606,101 @@ def test_example_tunes_mnist_with_the_manual_driver(
     assert "Results summary" in printed
     assert re.search(r"^Best: filters=(32|64), learning_rate=", printed, re.M)
     assert set(best.values) == {"filters", "learning_rate"}
+
+
+TUNER_SCRIPT = r"""
+import json, os, signal, sys
+import numpy as np
+import tensorflow as tf
+tf.config.experimental.enable_op_determinism()
+import keras, keras_tuner
+import customfit, customfit.tuner
+
+directory, signal_at_step = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 6)).astype("float32")
+y = np.argmax(x[:, :3], axis=1).astype("int32")
+
+
+def build(hp):
+    inputs = keras.Input((6,))
+    units = hp.Choice("units", [4, 8])
+    hidden = keras.layers.Dense(units, activation="relu")(inputs)
+    model = customfit.CustomModel(inputs, keras.layers.Dense(3)(hidden))
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class Probe(keras.callbacks.Callback):
+    steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.first = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.first:
+            print(f"FIRST epoch {self.epoch} batch {batch}", flush=True)
+            self.first = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        Probe.steps += 1
+        if Probe.steps == signal_at_step:
+            os.kill(os.getpid(), signal.SIGTERM)  # stops after this step
+
+
+backup = customfit.Backup(directory + "/backups", every_steps=2)
+hypermodel = customfit.tuner.wrap(build, seed=0, backup=backup)
+tuner = keras_tuner.RandomSearch(
+    hypermodel,
+    objective="val_accuracy",
+    max_trials=2,
+    seed=3,
+    directory=directory,
+    project_name="search",
+    overwrite=False,
+)
+tuner.search(
+    x, y, epochs=3, batch_size=16, validation_data=(x, y), callbacks=[Probe()],
+    verbose=0,
+)
+trials = tuner.oracle.trials
+print("SCORES", json.dumps({i: t.score for i, t in sorted(trials.items())}))
+print("BEST", json.dumps(tuner.get_best_hyperparameters()[0].values))
+"""
+
+
+def run_search(tmp_path, directory, signal_at_step=0):
+    script = tmp_path / "search.py"
+    script.write_text(TUNER_SCRIPT)
+    return subprocess.run(
+        [sys.executable, str(script), str(directory), str(signal_at_step)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.mark.slow
+def test_a_sigtermed_trial_resumes_mid_trial_when_the_search_restarts(
+    tmp_path,
+):
+    # 3 epochs of 4 steps per trial; SIGTERM after step 6 of trial 0.
+    stopped = run_search(tmp_path, tmp_path / "stopped", signal_at_step=6)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "SCORES" not in stopped.stdout
+    resumed = run_search(tmp_path, tmp_path / "stopped")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    first = re.search(r"FIRST epoch (\d+) batch (\d+)", resumed.stdout)
+    assert (int(first[1]), int(first[2])) == (1, 2)  # where trial 0 stopped
+    uninterrupted = run_search(tmp_path, tmp_path / "uninterrupted")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    for line in ("SCORES", "BEST"):
+        expected = re.search(f"{line} (.*)", uninterrupted.stdout)[1]
+        assert re.search(f"{line} (.*)", resumed.stdout)[1] == expected

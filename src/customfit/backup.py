@@ -1,38 +1,12 @@
 """Exact backup and resume of a ManualLoop run, and stops on signals.
 
-`ManualLoop(model, backup=Backup("runs/1", every_steps=100))` writes a
-backup every 100 steps and at the end of every epoch. A backup holds
-everything the run needs to continue as if it had never stopped:
-
-- every model variable (weights, batch-norm statistics, the state of each
-  `keras.random.SeedGenerator`, so dropout draws the same masks);
-- the state of every optimizer on the model (`model.optimizer` and any other
-  `keras.optimizers.Optimizer` attribute, such as a GAN's two);
-- the metric states, so a resumed epoch reports what an unbroken one would;
-- the position in the data: the `tf.data` iterator's state, shuffle buffer
-  and shuffle seeds included, so the next epochs draw the same reshuffles
-  (a `tf.distribute` iterator cannot be checkpointed: its position is
-  reached again by re-creating as many iterators and re-reading as many
-  batches as the stopped run had, exact for a deterministic pipeline);
-- the epoch, the step within it, and the History so far.
-
-Each backup is one TensorFlow checkpoint, written and rotated by
-`tf.train.CheckpointManager` (its `checkpoint` file names the newest
-complete one, so a crash while writing leaves the previous one readable),
-through `tf.io.gfile`, so `gs://` and other TensorFlow file systems work.
-Calling `fit` again with the same `Backup` directory resumes from the
-newest. When `fit` finishes, the backups are deleted
-(`delete_when_finished=True`, the default) so a new run with the same
-directory starts fresh; pass `resume=False` to start over.
-
-Exact resume needs the data to be reproducible: seed your shuffles
-(`dataset.shuffle(n, seed=...)`) and build the same dataset again.
-
-A signal in `Backup.signals` (SIGTERM and SIGINT) does not cut a step in
-half: TensorFlow's `PreemptionCheckpointHandler` picks the step at which
-every worker backs up (one process is its own cluster), then `fit` raises
-`KeyboardInterrupt` for Ctrl-C or `customfit.errors.Preempted` (exit code
-143) for the others. ManualLoop installs the signal handlers.
+A backup holds everything the run needs to continue as if it had never
+stopped: every model variable (seed generators included), every optimizer,
+the metric states, the position in the data, the epoch, step and History.
+Each is one checkpoint, rotated by `tf.train.CheckpointManager` through
+`tf.io.gfile`. A signal in `Backup.signals` stops the loop after a step:
+TensorFlow's `PreemptionCheckpointHandler` picks the step at which every
+worker backs up. See docs/backup.md and docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -131,8 +105,9 @@ class BackupCallback(keras.callbacks.Callback):
 
     ManualLoop adds it after every other callback, so a backup taken at the
     end of an epoch holds that epoch's History entry. The loop's signal
-    handlers call `request_stop`; after every step the preemption handler
-    decides whether this is the step to back up at and stop.
+    handlers call `request_stop`. One process then backs up and stops after
+    the current step; several workers (or a grace period) leave the step to
+    TensorFlow's preemption handler, which sees the request within a second.
 
     Attributes:
         last: `(path, epoch, step)` of the newest backup, or None.
@@ -159,9 +134,11 @@ class BackupCallback(keras.callbacks.Callback):
         self._directory = self._preemption = None
         if config is not None:
             self._directory = config.directory
-            if distribute.num_workers(model.distribute_strategy) > 1:
+            workers = distribute.num_workers(model.distribute_strategy)
+            if workers > 1:
                 self._directory = distribute.write_dir(config.directory)
-            self._preemption = _preemption_handler(model, config, self)
+            if workers > 1 or config.grace_period:
+                self._preemption = _preemption_handler(model, config, self)
 
     def restore(self, default_epoch: int) -> Start:
         """Restores the latest backup, if any; returns where to start."""
@@ -282,7 +259,8 @@ class BackupCallback(keras.callbacks.Callback):
         self._position = (epoch, step)
         if self._preemption is not None:
             self._preemption.save_checkpoint_if_preempted()
-        elif self.stop_signal is not None:
+        elif self.stop_signal is not None:  # one process: stop right here
+            self.back_up_for_stop()
             self.stop()
 
     def back_up_for_stop(self) -> None:

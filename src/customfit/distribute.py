@@ -68,24 +68,13 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
 def set_lost_worker_timeout(seconds: float) -> None:
     """Sets how long workers wait for a silent one before they all stop.
 
-    TensorFlow's coordination service declares a worker lost when it sends
-    no heartbeat for this long (10 s by default), and aborts the others'
-    collectives; ManualLoop then raises `customfit.errors.WorkerLostError`.
-    Call it on every worker before creating the
-    `MultiWorkerMirroredStrategy`. Set it above the longest pause of a
-    worker you expect (a swap storm, a slow file system).
+    TensorFlow's coordination service declares a worker lost after this
+    long without a heartbeat (10 s by default) and aborts the others'
+    steps; ManualLoop then raises `customfit.errors.WorkerLostError`. Call
+    it on every worker before creating the `MultiWorkerMirroredStrategy`.
 
     Args:
-        seconds: The heartbeat timeout.
-
-    Example:
-
-    ```python
-    import customfit.distribute
-
-    customfit.distribute.set_lost_worker_timeout(30)
-    # strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    ```
+        seconds: The heartbeat timeout; above any pause a worker may take.
     """
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if resolver.cluster_spec().jobs:

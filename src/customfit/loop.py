@@ -158,10 +158,7 @@ class ManualLoop:
             _keras_compat.initial_epoch_override(model) or plan.initial_epoch
         )
         logs = None
-        with (
-            _stopping_on_signals(backups),
-            _explaining_lost_workers(backups, model.distribute_strategy),
-        ):
+        with _stopping_on_signals(backups), _explaining_lost_workers(backups):
             for epoch in range(start.epoch, epochs):
                 if not start.continues_epoch(epoch):
                     model.reset_metrics()
@@ -477,12 +474,10 @@ class ManualLoop:
 
 @contextlib.contextmanager
 def _stopping_on_signals(backups: BackupCallback):
-    """While training, a signal asks the loop to stop after the current step.
+    """While training, a signal asks `backups` to stop after a step.
 
-    `backups` then backs up and raises, as `customfit.backup` describes; a
-    second signal after Ctrl-C raises `KeyboardInterrupt` at once. As under
-    fit, an exception fires no further callback event (no `on_train_end`).
-    Only the main thread can handle signals; elsewhere this does nothing.
+    A second signal after Ctrl-C raises `KeyboardInterrupt` at once. Only
+    the main thread can handle signals; elsewhere this does nothing.
     """
     signums = backups.config.signals if backups.config else (signal.SIGINT,)
     if threading.current_thread() is not threading.main_thread():
@@ -507,35 +502,25 @@ def _stopping_on_signals(backups: BackupCallback):
 
 
 @contextlib.contextmanager
-def _explaining_lost_workers(backups: BackupCallback, strategy):
-    """Turns TensorFlow's error for a lost worker into one that says what next.
-
-    When a worker stops sending heartbeats, TensorFlow aborts the others'
-    collectives (see `customfit.distribute.set_lost_worker_timeout`); its
-    error names the lost task but not the backup nor how to resume.
-    """
+def _explaining_lost_workers(backups: BackupCallback):
+    """Says which worker was lost, where the backup is, and how to resume."""
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
-        lost = sorted(
-            set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))
-        )
+        lost = re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error))
+        strategy = backups.model.distribute_strategy
         if not lost or distribute.num_workers(strategy) == 1:
             raise
-        command = shlex.join([sys.executable, *sys.argv])
-        resumes = "from the start: no backup was written"
-        if backups.last:
-            path, epoch, step = backups.last
-            resumes = f"from the backup {path} (epoch {epoch}, step {step})"
+        path, epoch, step = backups.last or ("(none yet)", 0, 0)
         raise WorkerLostError(
             message(
-                f"Worker {', '.join(lost)} was lost (no heartbeat), so the "
-                "other workers stopped training.",
+                f"Worker {', '.join(sorted(set(lost)))} was lost (no "
+                "heartbeat), so the other workers stopped training.",
                 expected="every worker alive until fit returns",
-                received=f"{type(error).__name__} from TensorFlow's "
-                "coordination service",
-                fix=f"relaunch every worker with its TF_CONFIG: {command}; "
-                f"fit resumes {resumes}",
+                received=f"{type(error).__name__} from TensorFlow",
+                fix="relaunch every worker with its TF_CONFIG: "
+                f"{shlex.join([sys.executable, *sys.argv])}; fit resumes "
+                f"from the backup {path} (epoch {epoch}, step {step})",
             )
         ) from error
 
