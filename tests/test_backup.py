@@ -233,7 +233,9 @@ def interrupt(tmp_path, backup_dir, signum, at_step=13):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
+)
 def test_a_signal_stops_after_a_step_backs_up_and_resumes_exactly(
     tmp_path, reference, signum
 ):
