@@ -397,3 +397,27 @@ def test_backup_directory_keeps_the_newest_and_a_finished_run_restarts(
 def test_backup_accepts_a_directory_string(tmp_path):
     loop = ManualLoop(build(), backup=str(tmp_path))
     assert loop.backup == customfit.Backup(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_grace_period_backs_up_at_once_then_again_before_it_ends(tmp_path):
+    # TensorFlow's PreemptionCheckpointHandler (local mode) runs the grace
+    # period: a backup soon after the signal, training on, a last backup
+    # when the period is about to end, then the stop.
+    class Terminate(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.02)
+
+    backup = Backup(str(tmp_path), grace_period=2.0)
+    x, y = np.zeros((16, 4), "float32"), np.ones((16, 1), "float32")
+    with pytest.raises(customfit.errors.Preempted) as stopped:
+        ManualLoop(build(), backup=backup).fit(
+            x, y, batch_size=4, epochs=500, verbose=0, callbacks=[Terminate()]
+        )
+    assert stopped.value.code == 143
+    kept = tf.train.get_checkpoint_state(str(tmp_path))
+    first, last = [position(p) for p in kept.all_model_checkpoint_paths]
+    # (epoch, step), 4 steps an epoch: it trained on for 8 steps or more.
+    assert last[0] - first[0] >= 2

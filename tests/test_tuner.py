@@ -502,6 +502,14 @@ def test_an_unknown_driver_is_refused_at_construction():
     )
 
 
+def test_a_backup_needs_a_manual_loop_driver(tmp_path):
+    backup = customfit.Backup(str(tmp_path))
+    with pytest.raises(customfit.InputValueError, match="needs a ManualLoop"):
+        Classifier(driver="fit", backup=backup)
+    with pytest.raises(customfit.InputValueError, match='pass driver="manual"'):
+        customfit.tuner.wrap(lambda hp: None, driver="fit", backup=backup)
+
+
 @pytest.mark.parametrize(
     "options, tuner_class, what, fix",
     [

@@ -135,8 +135,10 @@ class BackupCallback(keras.callbacks.Callback):
         if config is not None:
             self._directory = config.directory
             workers = distribute.num_workers(model.distribute_strategy)
-            if workers > 1:
-                self._directory = distribute.write_dir(config.directory)
+            if workers > 1 and not distribute.is_chief():
+                # Its own folder: it holds this worker's metric sums.
+                worker = "{}-{}".format(*distribute.task())
+                self._directory = os.path.join(config.directory, worker)
             if workers > 1 or config.grace_period:
                 self._preemption = _preemption_handler(model, config, self)
 
@@ -161,6 +163,7 @@ class BackupCallback(keras.callbacks.Callback):
         # Optimizers built lazily in a custom train_step (a GAN's) get
         # their state when their variables are created, at the first step.
         self._checkpoint().read(latest).assert_existing_objects_matched()
+        self._restore_local_metrics(os.path.basename(latest))
         self._batches.resume_at(
             state["step"], state["steps_seen"], state["num_batches"]
         )
@@ -220,6 +223,10 @@ class BackupCallback(keras.callbacks.Callback):
             "number": self._number,
             "history": history.history if history else {},
             "epochs": history.epoch if history else [],
+            "local_metrics": [
+                [part.numpy().tolist() for part in self._local_parts(v)]
+                for v in self._model.metrics_variables
+            ],
         }
         manager = tf.train.CheckpointManager(
             self._checkpoint(state),
@@ -244,6 +251,30 @@ class BackupCallback(keras.callbacks.Callback):
         if self._iterator_is_checkpointable():
             objects["iterator"] = self._batches.iterator
         return tf.train.Checkpoint(**objects)
+
+    def _local_parts(self, variable) -> tuple:
+        """The variable's values on this process's replicas."""
+        strategy = self._model.distribute_strategy
+        return strategy.experimental_local_results(variable.value)
+
+    def _restore_local_metrics(self, name: str) -> None:
+        """Gives each replica its own metric sums back, from its backup.
+
+        A checkpoint holds a replicated metric's total over all replicas
+        and restores it split evenly; the sums of the epoch would then add
+        up in another order than in an uninterrupted run.
+        """
+        path = os.path.join(self._directory, name)
+        if not tf.io.gfile.exists(path + ".index"):
+            return  # this worker's backup is missing: keep the even split
+        own = _RunState()
+        tf.train.Checkpoint(state=own).read(path).expect_partial()
+        variables = self._model.metrics_variables
+        saved = own.value["local_metrics"]
+        for variable, values in zip(variables, saved, strict=True):
+            parts = self._local_parts(variable)
+            for part, value in zip(parts, values, strict=True):
+                part.assign(value)
 
     def _iterator_is_checkpointable(self) -> bool:
         # A tf.distribute iterator is not: its position is replayed instead.
