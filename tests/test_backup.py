@@ -410,7 +410,7 @@ def test_a_grace_period_backs_up_at_once_then_again_before_it_ends(tmp_path):
                 os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.02)
 
-    backup = Backup(str(tmp_path), grace_period=2.0)
+    backup = Backup(str(tmp_path), every_epochs=10**6, grace_period=2.0)
     x, y = np.zeros((16, 4), "float32"), np.ones((16, 1), "float32")
     with pytest.raises(customfit.errors.Preempted) as stopped:
         ManualLoop(build(), backup=backup).fit(

@@ -36,8 +36,8 @@ class Backup:
     Args:
         directory: The folder for this run's backups (created if needed; any
             `tf.io.gfile` path, such as `gs://bucket/run`). Under several
-            workers, only the chief writes here; the others write to
-            temporary folders.
+            workers, the chief writes here and worker i into `worker-i/`
+            (its own metric sums).
         every_steps: Also back up every this many training steps (at the
             end of a `steps_per_execution` chunk). None: only per epoch.
         every_epochs: Back up at the end of every this many epochs.
