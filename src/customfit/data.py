@@ -335,7 +335,6 @@ def batches(
         x,
         y,
         sample_weight=sample_weight,
-        batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         argument=argument,
     )

@@ -79,7 +79,7 @@ class ManualLoop:
         run_eagerly: bool | None = None,
         backup: Backup | str | None = None,
     ):
-        checks.check_model(model)
+        checks.check_call("ManualLoop", model, locals())
         self.model = model
         self.run_eagerly = run_eagerly
         self.backup = Backup(backup) if isinstance(backup, str) else backup
@@ -115,6 +115,7 @@ class ManualLoop:
             InputValueError, InputTypeError: For input that cannot work,
                 before any step runs.
         """
+        checks.check_call("fit", self.model, locals())
         plan = self._check_fit(
             x,
             y,
@@ -178,8 +179,7 @@ class ManualLoop:
             The loss as a float when it is the only metric, else a list in
             `model.metrics_names` order, or a dict when `return_dict=True`.
         """
-        checks.check_compiled(self.model, "evaluate")
-        checks.check_callbacks(callbacks)
+        checks.check_call("evaluate", self.model, locals())
         batches = data.batches(
             x,
             y,
@@ -211,8 +211,7 @@ class ManualLoop:
         Returns:
             A numpy array, or a structure of them for multi-output models.
         """
-        checks.check_callbacks(callbacks)
-        checks.check_has_layers(self.model, "predict")
+        checks.check_call("predict", self.model, locals())
         batches = data.batches(
             x,
             batch_size=batch_size,
@@ -398,16 +397,10 @@ class ManualLoop:
         validation_batch_size,
         validation_freq,
     ) -> _FitPlan:
-        """Checks every argument of `fit`; returns the plan it implies."""
+        """Checks the data of `fit` against the model; returns the plan."""
         model = self.model
-        checks.check_compiled(model, "fit")
-        checks.check_epochs(epochs, initial_epoch)
         epochs = data.debug_cap(epochs, "max_epochs", "epochs")
-        checks.check_callbacks(callbacks)
-        checks.check_weights(sample_weight, class_weight)
-        checks.check_class_weight(model, class_weight)
-        if validation_split and validation_data is None:
-            checks.check_validation_split(x, validation_split)
+        if validation_split:
             (x, y, sample_weight), validation_data = (
                 _keras_compat.train_validation_split(
                     (x, y, sample_weight), validation_split=validation_split
@@ -429,7 +422,6 @@ class ManualLoop:
         checks.check_against_model(model, train.element_spec, y=y)
         validation = None
         if validation_data is not None:
-            checks.check_validation_structure(x, y, validation_data)
             val_x, val_y, val_sample_weight = (
                 keras.utils.unpack_x_y_sample_weight(validation_data)
             )
