@@ -262,3 +262,239 @@ def test_errors_subclass_the_builtin_types():
     assert issubclass(customfit.InputTypeError, TypeError)
     assert issubclass(customfit.NotCompiledError, ValueError)
     assert issubclass(customfit.InputValueError, customfit.CustomFitError)
+
+
+def test_every_argument_has_a_contract():
+    import inspect
+
+    methods = {
+        "ManualLoop": ManualLoop.__init__,
+        "fit": ManualLoop.fit,
+        "evaluate": ManualLoop.evaluate,
+        "predict": ManualLoop.predict,
+    }
+    for method, function in methods.items():
+        parameters = set(inspect.signature(function).parameters) - {"self"}
+        contracted = {
+            a.name for a in customfit.checks.ARGUMENTS if method in a.methods
+        }
+        assert contracted == parameters, method
+    compile_options = {
+        a.name for a in customfit.checks.ARGUMENTS if "compile" in a.methods
+    }
+    own = set(inspect.signature(CustomModel.compile).parameters)
+    assert compile_options <= own
+
+
+@pytest.mark.parametrize(
+    "call, error, pattern",
+    [
+        (
+            lambda m: ManualLoop(m, run_eagerly="yes"),
+            customfit.InputTypeError,
+            "`run_eagerly` must be True or False",
+        ),
+        (
+            lambda m: ManualLoop(m, backup=3),
+            customfit.InputTypeError,
+            "`backup` must be a customfit.Backup or a directory path",
+        ),
+        (
+            lambda m: ManualLoop(m).fit(X, Y, verbose=3),
+            customfit.InputValueError,
+            r"`verbose` must be one of 'auto', 0, 1, 2",
+        ),
+        (
+            lambda m: ManualLoop(m).fit(X, Y, shuffle="yes"),
+            customfit.InputValueError,
+            "`shuffle` must be one of True, False, 'batch'",
+        ),
+        (
+            lambda m: ManualLoop(m).fit(X, Y, validation_freq=[1, 0]),
+            customfit.InputValueError,
+            r"`validation_freq` must be at least 1 \(each\)",
+        ),
+        (
+            lambda m: ManualLoop(m).fit(X, Y, class_weight={"a": 1.0}),
+            customfit.InputTypeError,
+            "`class_weight` maps class indices to weights",
+        ),
+        (
+            lambda m: ManualLoop(m).evaluate(X, Y, batch_size=0),
+            customfit.InputValueError,
+            "`batch_size` must be at least 1",
+        ),
+        (
+            lambda m: ManualLoop(m).evaluate(X, Y, steps=0),
+            customfit.InputValueError,
+            "`steps` must be at least 1",
+        ),
+        (
+            lambda m: ManualLoop(m).evaluate(X, Y, return_dict="yes"),
+            customfit.InputTypeError,
+            "`return_dict` must be True or False",
+        ),
+        (
+            lambda m: ManualLoop(m).predict(X, steps=2.0),
+            customfit.InputTypeError,
+            "`steps` must be a whole number",
+        ),
+        (
+            lambda m: ManualLoop(m).fit(
+                X, Y, validation_data=(X, Y, None, None)
+            ),
+            customfit.InputValueError,
+            "`validation_data` is a tuple of 4 elements",
+        ),
+        (
+            lambda m: ManualLoop(m).fit(
+                X, Y, validation_data=dataset(), validation_batch_size=4
+            ),
+            customfit.InputValueError,
+            "`validation_batch_size` cannot be given when `validation_data`",
+        ),
+        (
+            lambda m: m.compile(loss="mse", skip_nonfinite_steps="yes"),
+            customfit.InputTypeError,
+            "`skip_nonfinite_steps` must be True or False",
+        ),
+    ],
+)
+def test_each_argument_is_checked_at_the_door(call, error, pattern):
+    model = build()
+    with pytest.raises(error, match=pattern) as raised:
+        call(model)
+    for part in ("Expected: ", "Received: ", "Fix: "):
+        assert part in str(raised.value)
+    assert model.optimizer.iterations.numpy() == 0
+
+
+def test_a_validation_dataset_is_fine_with_fit_batch_size():
+    model = build()
+    ManualLoop(model).fit(
+        X, Y, batch_size=8, validation_data=dataset(), verbose=0
+    )
+    assert model.optimizer.iterations.numpy() == 5
+
+
+def test_labels_per_output_are_counted():
+    inputs = keras.Input((4,))
+    model = CustomModel(
+        inputs, [keras.layers.Dense(2)(inputs), keras.layers.Dense(2)(inputs)]
+    )
+    model.compile(optimizer="sgd", loss=["mse", "mse"])
+    with pytest.raises(customfit.InputValueError, match="2 outputs"):
+        ManualLoop(model).fit(X, np.zeros((40, 2)), verbose=0)
+    assert model.optimizer.iterations.numpy() == 0
+
+
+def test_a_step_of_its_own_may_take_data_without_labels():
+    class Unsupervised(CustomModel):
+        def compute_loss(self, x=None, y=None, y_pred=None, **kwargs):
+            return keras.ops.mean(keras.ops.square(y_pred))
+
+    inputs = keras.Input((4,))
+    model = Unsupervised(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    ManualLoop(model).fit(X, validation_data=X, batch_size=20, verbose=0)
+    assert model.optimizer.iterations.numpy() == 2
+
+
+# Hook contracts: checked where the step is traced, so the compiled step
+# pays nothing; both drivers run them.
+
+
+class NoReturnGradients(CustomModel):
+    def compute_gradients(self, tape, loss, variables):
+        tape.gradient(loss, variables)  # forgot `return`
+
+
+class NoReturnLoss(CustomModel):
+    def compute_loss(self, *args, **kwargs):
+        super().compute_loss(*args, **kwargs)  # forgot `return`
+
+
+class NoSuper(CustomModel):
+    def apply_gradients(self, gradients, variables):
+        self.seen = len(gradients)  # forgot super().apply_gradients(...)
+
+
+def _functional(cls, **compile_options):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,), name="features")
+    model = cls(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        **compile_options,
+    )
+    return model
+
+
+@pytest.mark.parametrize("driver", ["fit", "manual"])
+@pytest.mark.parametrize(
+    "cls, pattern",
+    [
+        (NoReturnGradients, r"NoReturnGradients\.compute_gradients returned"),
+        (NoReturnLoss, r"NoReturnLoss\.compute_loss returned None"),
+    ],
+)
+def test_a_hook_that_returns_nothing_is_named(driver, cls, pattern):
+    model = _functional(cls)
+    weights = model.get_weights()
+    fit = model.fit if driver == "fit" else ManualLoop(model).fit
+    with pytest.raises(customfit.errors.HookError, match=pattern) as raised:
+        fit(X, Y, batch_size=8, verbose=0)
+    assert "Fix: end your" in str(raised.value)
+    assert model.optimizer.iterations.numpy() == 0
+    for before, after in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_an_update_that_skips_super_warns_once(run_eagerly):
+    model = _functional(NoSuper)
+    with pytest.warns(UserWarning, match="left every trainable variable") as w:
+        ManualLoop(model, run_eagerly=run_eagerly).fit(
+            X, Y, batch_size=8, epochs=2, verbose=0
+        )
+    assert sum("left every" in str(r.message) for r in w) == 1
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_default_update_does_not_warn(run_eagerly, skip):
+    import warnings
+
+    model = _functional(CustomModel, skip_nonfinite_steps=skip)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ManualLoop(model, run_eagerly=run_eagerly).fit(
+            X, Y, batch_size=8, verbose=0
+        )
+    assert not [w for w in caught if "left every" in str(w.message)]
+
+
+def test_the_clipping_example_works_with_a_variable_without_gradient():
+    class Clipped(CustomModel):  # as in docs/customizing.md
+        def apply_gradients(self, gradients, variables):
+            gradients = [
+                None if g is None else keras.ops.clip(g, -0.1, 0.1)
+                for g in gradients
+            ]
+            super().apply_gradients(gradients, variables)
+
+    class WithUnused(Clipped):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+            self.unused = self.add_weight(shape=(1,), initializer="ones")
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = WithUnused()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.warns(UserWarning, match="Gradients do not exist"):
+        ManualLoop(model).fit(X, Y, batch_size=8, verbose=0)
+    assert model.optimizer.iterations.numpy() == 5

@@ -13,10 +13,12 @@ skipped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from customfit.errors import HookError
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import NotCompiledError
@@ -92,7 +95,7 @@ _IN_DATASET = "put it into the dataset: ((x, y, sample_weight) per batch)"
 
 
 def _check_model(model, call, name):
-    """A Keras 3 keras.Model (CustomModel, Sequential, functional, subclassed)."""
+    """A Keras 3 keras.Model: a CustomModel, Sequential or functional model."""
     if isinstance(model, keras.Model):
         return
     hint = "pass a keras.Model (a CustomModel, Sequential or functional model)"
@@ -977,4 +980,96 @@ def _check_label_range(y, classes, loss_name):
                 fix=f"check the labels, or give the last layer {int(high) + 1} "
                 "units",
             )
+        )
+
+
+_HOOK_RESULTS = {
+    "forward": "the model's outputs for `x` (y_pred)",
+    "compute_loss": "the loss, a scalar tensor",
+    "compute_gradients": "a list of gradients, one per variable (None for "
+    "a variable the loss does not reach)",
+}
+
+
+def check_hook_result(
+    model: keras.Model, hook: str, result: Any, variables: Any = None
+) -> None:
+    """Raises `HookError` if a `CustomModel` hook returned an unusable value.
+
+    Runs where the step runs; in a compiled step that is once, while it is
+    traced, so the compiled step pays nothing.
+
+    Args:
+        model: The model whose hook ran.
+        hook: The hook's name: "forward", "compute_loss" or
+            "compute_gradients".
+        result: What the hook returned.
+        variables: For "compute_gradients", the variables it was given.
+    """
+    fits = result is not None
+    if fits and variables is not None:
+        fits = isinstance(result, (list, tuple)) and len(result) == len(
+            variables
+        )
+    if fits:
+        return
+    received = "None" if result is None else f"<{type(result).__name__}>"
+    if isinstance(result, (list, tuple)):
+        received += f" of {len(result)} entries, for {len(variables)} variables"
+    raise HookError(
+        message(
+            f"{type(model).__name__}.{hook} returned {received}; "
+            f"`{hook}` must return {_HOOK_RESULTS[hook]}.",
+            expected=_HOOK_RESULTS[hook],
+            received=received,
+            fix=f"end your `{hook}` override with `return ...`, e.g. "
+            f"`return super().{hook}(...)`",
+        )
+    )
+
+
+_WRITES = ("Assign", "ResourceApply", "ResourceSparseApply", "ResourceScatter")
+
+
+@contextlib.contextmanager
+def first_update(model: keras.Model, variables: Any):
+    """Warns once if the model's first update leaves its variables unchanged.
+
+    Wraps the `apply_gradients` of the first training step. In a traced
+    step it looks for ops writing a variable among those the update created
+    (none: the step can change nothing); in an eager step it compares the
+    values before and after. Later steps pass straight through.
+
+    Args:
+        model: The model being trained.
+        variables: The trainable variables the update should change.
+    """
+    if getattr(model, "_first_update_seen", False):
+        yield
+        return
+    eager = tf.executing_eagerly()
+    graph = None if eager else tf.compat.v1.get_default_graph()
+    before = (
+        [v.numpy() for v in variables] if eager else len(graph.get_operations())
+    )
+    yield
+    model._first_update_seen = True
+    if eager:
+        changed = any(
+            not np.array_equal(b, v.numpy())
+            for b, v in zip(before, variables, strict=True)
+        )
+    else:
+        changed = any(
+            op.type.startswith(_WRITES)
+            for op in graph.get_operations()[before:]
+        )
+    if not changed:
+        warnings.warn(
+            f"The first training step of {type(model).__name__} left every "
+            "trainable variable unchanged. Likely cause: an "
+            "`apply_gradients` override that does not call "
+            "`super().apply_gradients(gradients, variables)` (or an "
+            "optimizer's apply).",
+            stacklevel=4,
         )
