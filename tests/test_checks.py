@@ -102,7 +102,7 @@ BAD_FIT_CALLS = [
         "labels-out-of-range",
         lambda: dict(x=X, y=Y * 5),
         customfit.InputValueError,
-        r"Labels out of range[\s\S]*labels from 0 to 5",
+        r"labels of `y` are out of range[\s\S]*labels from 0 to 5",
     ),
     (
         "string-features",
@@ -188,7 +188,55 @@ BAD_FIT_CALLS = [
         customfit.InputValueError,
         "`validation_split` and `validation_data` cannot both be given",
     ),
+    (
+        "batch-size-not-an-int",
+        lambda: dict(x=X, y=Y, batch_size=2.5),
+        customfit.InputTypeError,
+        "`batch_size` must be a whole number",
+    ),
+    (
+        "validation-freq-not-an-int",
+        lambda: dict(
+            x=dataset(), validation_data=dataset(), validation_freq=1.5
+        ),
+        customfit.InputTypeError,
+        "`validation_freq` must be a whole number or a list",
+    ),
+    (
+        "validation-split-out-of-range",
+        lambda: dict(x=X, y=Y, validation_split=1.0),
+        customfit.InputValueError,
+        "`validation_split` must be 0 <= value < 1",
+    ),
+    (
+        "shuffle-as-a-string",
+        lambda: dict(x=X, y=Y, shuffle="False"),
+        customfit.InputValueError,
+        "`shuffle` must be one of True, False, 'batch'",
+    ),
+    (
+        "verbose-out-of-range",
+        lambda: dict(x=dataset(), verbose=3),
+        customfit.InputValueError,
+        "`verbose` must be one of 'auto', 0, 1, 2",
+    ),
 ]
+
+# What keras.Model.fit does with the calls of BAD_FIT_CALLS it accepts
+# (docs/errors.md shows them beside what it raised or how far it trained).
+FIT_DOES = {
+    "empty-dataset": "an empty History, yet the optimizer's step count moves",
+    "infinite-without-steps": "the first epoch never ends",
+    "validation-structure-differs": "works, with a warning that the "
+    "structures differ (customfit asks for the same structure)",
+    "batch-size-with-dataset": "ignores batch_size: the dataset's batches",
+    "steps-per-epoch-zero": "ignores steps_per_epoch=0: the whole dataset",
+    "epochs-below-initial-epoch": "trains nothing and returns an empty History",
+    "batch-size-zero": "ignores batch_size=0: batches of 32",
+    "validation-split-and-data": "ignores validation_split",
+    "shuffle-as-a-string": "shuffles: any string but 'batch' counts as True",
+    "verbose-out-of-range": "prints nothing: the progress bar knows 0, 1, 2",
+}
 
 
 @pytest.mark.parametrize(
@@ -200,7 +248,7 @@ def test_bad_fit_call_fails_at_the_door(make_kwargs, error, pattern):
     model = build()
     weights = [w.copy() for w in model.get_weights()]
     with pytest.raises(error, match=pattern) as raised:
-        ManualLoop(model).fit(verbose=0, **make_kwargs())
+        ManualLoop(model).fit(**{"verbose": 0, **make_kwargs()})
     text = str(raised.value)
     for part in ("Expected: ", "Received: ", "Fix: "):
         assert part in text, f"message lacks {part!r}:\n{text}"

@@ -746,9 +746,10 @@ def check_against_model(
         )
     outputs = getattr(model, "outputs", None) if model.built else None
     if outputs:
-        _check_label_count(outputs, y_spec, argument)
+        _check_label_count(outputs, y_spec, "y" if y is not None else argument)
     if outputs and len(outputs) == 1:
-        _check_labels(model, outputs[0], y_spec, y)
+        labels = "y" if y is not None else argument
+        _check_labels(model, outputs[0], y_spec, y, labels)
 
 
 def _uses_compiled_loss(model):
@@ -923,7 +924,7 @@ def _loss_name(model):
     return getattr(function, "__name__", "")
 
 
-def _check_labels(model, output, y_spec, y):
+def _check_labels(model, output, y_spec, y, labels):
     name = _loss_name(model)
     y_shape = getattr(y_spec, "shape", None)
     if y_shape is None or y_shape.rank is None:
@@ -937,8 +938,8 @@ def _check_labels(model, output, y_spec, y):
         if not fits:
             raise InputValueError(
                 message(
-                    f"The labels do not fit the loss {name}: it takes one "
-                    "integer class index per sample.",
+                    f"The labels of `{labels}` do not fit the loss {name}: "
+                    "it takes one integer class index per sample.",
                     expected=f"labels of shape (batch,) for outputs of shape "
                     f"{tuple(output.shape)}",
                     received=f"labels of shape {tuple(y_shape)}",
@@ -948,14 +949,14 @@ def _check_labels(model, output, y_spec, y):
                 )
             )
         if y is not None and classes:
-            _check_label_range(np.asarray(y), classes, name)
+            _check_label_range(np.asarray(y), classes, name, labels)
     elif name in _DENSE_LOSSES and (
         y_shape.rank != out_rank or y_shape[-1] not in (None, classes)
     ):
         raise InputValueError(
             message(
-                f"The labels do not fit the loss {name}: it takes one-hot "
-                "(or probability) labels, one column per class.",
+                f"The labels of `{labels}` do not fit the loss {name}: it "
+                "takes one-hot (or probability) labels, one column per class.",
                 expected=f"labels of shape (batch, {classes})",
                 received=f"labels of shape {tuple(y_shape)}",
                 fix="one-hot encode them (keras.utils.to_categorical(y, "
@@ -965,14 +966,15 @@ def _check_labels(model, output, y_spec, y):
         )
 
 
-def _check_label_range(y, classes, loss_name):
+def _check_label_range(y, classes, loss_name, labels):
     if y.size == 0 or not np.issubdtype(y.dtype, np.number):
         return
     low, high = y.min(), y.max()
     if low < 0 or high >= classes:
         raise InputValueError(
             message(
-                f"Labels out of range for {loss_name}: the model has "
+                f"The labels of `{labels}` are out of range for {loss_name}: "
+                "the model has "
                 f"{classes} outputs, so class indices run from 0 to "
                 f"{classes - 1}.",
                 expected=f"0 <= y < {classes}",
