@@ -5,6 +5,8 @@ naming the argument, what was expected, what was received and the fix,
 before any step: the weights and `optimizer.iterations` stay as they were.
 """
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -546,3 +548,34 @@ def test_the_clipping_example_works_with_a_variable_without_gradient():
     with pytest.warns(UserWarning, match="Gradients do not exist"):
         ManualLoop(model).fit(X, Y, batch_size=8, verbose=0)
     assert model.optimizer.iterations.numpy() == 5
+
+
+def test_the_docs_show_the_argument_contract_of_the_code():
+    from tests.conftest import load_script
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tool = load_script(
+        os.path.join(repo, "docs", "_tools", "arguments_table.py")
+    )
+    with open(tool.PAGE) as f:
+        page = f.read()
+    assert tool.replace_tables(page, tool.tables()) == page, (
+        "docs/errors.md's argument contract is out of date: run "
+        "python docs/_tools/arguments_table.py"
+    )
+
+
+def test_every_call_fit_accepts_says_what_fit_did_instead():
+    # ManualLoop refuses each call of BAD_FIT_CALLS; where keras.Model.fit
+    # raised nothing (as docs/errors.md shows), FIT_DOES must say how fit
+    # got it wrong.
+    from tests.conftest import load_script
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tool = load_script(os.path.join(repo, "docs", "_tools", "errors_table.py"))
+    with open(tool.PAGE) as f:
+        page = f.read()
+    for call, keras_says, _ in tool.table_rows_in(page):
+        name = call.split("**")[1]
+        if keras_says.startswith("*(no error"):
+            assert FIT_DOES.get(name), f"FIT_DOES lacks {name!r}"

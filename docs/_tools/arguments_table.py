@@ -69,8 +69,11 @@ def main() -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     with open(PAGE) as f:
         page = f.read()
+    page = replace_tables(
+        page, tables()
+    )  # before the page is opened for writing
     with open(PAGE, "w") as f:
-        f.write(replace_tables(page, tables()))
+        f.write(page)
     print(f"wrote {PAGE}")
     return 0
 

@@ -190,8 +190,9 @@ def main() -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     with open(PAGE) as f:
         page = f.read()
+    page = replace_table(page, table())  # before the page is opened for writing
     with open(PAGE, "w") as f:
-        f.write(replace_table(page, table()))
+        f.write(page)
     print(f"wrote {PAGE}")
     return 0
 

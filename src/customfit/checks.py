@@ -439,7 +439,8 @@ def describe(argument: Argument) -> str:
         if domain and not argument.choices:
             text += f", {domain}"
         if argument.check is not None:
-            text += "; " + argument.check.__doc__.splitlines()[0].rstrip(".")
+            rule = argument.check.__doc__.splitlines()[0].rstrip(".")
+            text += "; " + rule[0].lower() + rule[1:]
     else:
         text = argument.check.__doc__.splitlines()[0].rstrip(".")
     if argument.optional:
@@ -632,17 +633,17 @@ def _check_dataset(dataset, steps, argument):
             )
         )
     if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
+        name = "validation_steps" if argument != "x" else "steps_per_epoch"
         raise InputValueError(
             message(
-                f"`steps_per_epoch` is required when `{argument}` is an "
+                f"`{name}` is required when `{argument}` is an "
                 "infinite dataset.",
-                expected="steps_per_epoch=<int>, or a dataset without "
-                ".repeat()",
-                received=f"steps_per_epoch=None, {argument}="
+                expected=f"{name}=<int>, or a dataset without .repeat()",
+                received=f"{name}=None, {argument}="
                 f"<{type(dataset).__name__} element_spec="
                 f"{dataset.element_spec}>",
-                fix="pass steps_per_epoch=<batches per epoch>, or remove "
-                ".repeat()",
+                fix=f"pass {name}=<batches per epoch> (`steps` in evaluate "
+                "and predict), or remove .repeat()",
             )
         )
     components = tf.nest.flatten(dataset.element_spec)

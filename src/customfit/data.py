@@ -328,7 +328,7 @@ def batches(
 
     Raises:
         InputValueError: If the input is empty, unbatched, infinite without
-            `steps_per_epoch`, or inconsistent with `y` or `batch_size`.
+            `steps_per_epoch`, or inconsistent with `y`.
         InputTypeError: If `x` is of a type no data adapter accepts.
     """
     checks.check_input(
