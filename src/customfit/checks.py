@@ -138,6 +138,8 @@ def _check_callbacks(callbacks, call, name):
 
 def _check_data(value, call, name):
     """Arrays or tensors (or a dict, list or tuple of them), a tf.data.Dataset, a keras.utils.PyDataset or a generator."""  # noqa: E501
+    if isinstance(value, tf.data.Dataset):
+        _check_element_count(value.element_spec, name)
     if isinstance(value, _DATASET_TYPES):
         return
     for leaf in keras.tree.flatten(value):
