@@ -107,7 +107,7 @@ def cell(text: str | None, steps: int, limit: int, does: str = "") -> str:
     if text == STILL_TRAINING:
         return (
             f"*(no error; still in its first epoch after {steps} steps, "
-            "stopped there by this script)*"
+            f"stopped there by this script)* {does}"
         )
     text = re.sub(r"\x1b\[[0-9;]*m", "", text.strip())  # terminal colours
     text = re.sub(r" at 0x[0-9a-f]+", "", text)

@@ -252,16 +252,6 @@ ARGUMENTS: tuple[Argument, ...] = (
         excludes=((_X_IS_DATASET, _IN_DATASET),),
         check=_check_arrays_only,
     ),
-    Argument(
-        "batch_size",
-        _LOOP,
-        (int,),
-        low=1,
-        example="32",
-        excludes=(
-            (_X_IS_DATASET, "drop it: the dataset sets its own batches"),
-        ),
-    ),
     Argument("epochs", ("fit",), (int,), optional=False, low=0, example="5"),
     Argument(
         "verbose",
@@ -286,6 +276,16 @@ ARGUMENTS: tuple[Argument, ...] = (
                 "pass validation_data=<a second dataset>, e.g. from "
                 "dataset.take(n) and dataset.skip(n)",
             ),
+        ),
+    ),
+    Argument(
+        "batch_size",
+        _LOOP,
+        (int,),
+        low=1,
+        example="32",
+        excludes=(
+            (_X_IS_DATASET, "drop it: the dataset sets its own batches"),
         ),
     ),
     Argument("validation_data", ("fit",), check=_check_validation_data),
