@@ -55,7 +55,6 @@ class Argument:
         low: The smallest value accepted (of each item, for a list).
         below: Values must stay below this.
         choices: The only values accepted, when not empty.
-        example: A valid value, for the fix of a type or domain error.
         excludes: (other argument or Condition, fix) pairs: given together
             with this argument, the call is refused with that fix.
         check: Checks what types and domain cannot say; its docstring's
@@ -69,12 +68,12 @@ class Argument:
     low: float | None = None
     below: float | None = None
     choices: tuple[Any, ...] = ()
-    example: str = ""
     excludes: tuple[tuple[str | Condition, str], ...] = ()
     check: Callable[..., None] | None = None
 
 
 _LOOP = ("fit", "evaluate", "predict")
+_PATH = str | os.PathLike
 _DATASET_TYPES = (tf.data.Dataset, keras.utils.PyDataset, types.GeneratorType)
 _X_IS_DATASET = Condition(
     "`x` is a dataset (tf.data, PyDataset or generator)",
@@ -159,7 +158,7 @@ def _check_data(value, call, name):
         )
 
 
-def _check_arrays_only(value, call, name):
+def _check_arrays_given(value, call, name):
     """Arrays or tensors (or a dict, list or tuple of them)."""
     if isinstance(value, _DATASET_TYPES):
         raise InputTypeError(
@@ -236,46 +235,36 @@ def _check_epoch_order(initial_epoch, call, name):
         )
 
 
+_FIT, _LABELLED = ("fit",), ("fit", "evaluate")
+_NOT_WITH_DATASET = ((_X_IS_DATASET, _IN_DATASET),)
+_OWN_BATCHES = "drop it: the dataset sets its own batches"
+_SPLIT = "pass validation_data=<a second dataset>, e.g. dataset.take(n)"
+_PER_OUTPUT = "pass sample_weight={output_name: weights, ...} instead"
+_REQUIRED = {"optional": False}
+
 ARGUMENTS: tuple[Argument, ...] = (
-    Argument("model", ("ManualLoop",), optional=False, check=_check_model),
-    Argument("run_eagerly", ("ManualLoop",), (bool,), example="True"),
+    Argument("model", ("ManualLoop",), check=_check_model, **_REQUIRED),
+    Argument("run_eagerly", ("ManualLoop",), (bool,)),
+    Argument("backup", ("ManualLoop",), ("customfit.backup.Backup", _PATH)),
+    Argument("x", _LOOP, check=_check_data, **_REQUIRED),
     Argument(
-        "backup",
-        ("ManualLoop",),
-        ("customfit.backup.Backup", str | os.PathLike),
-        example="'runs/backup'",
+        "y", _LABELLED, excludes=_NOT_WITH_DATASET, check=_check_arrays_given
     ),
-    Argument("x", _LOOP, optional=False, check=_check_data),
+    Argument("epochs", _FIT, (int,), low=0, **_REQUIRED),
     Argument(
-        "y",
-        ("fit", "evaluate"),
-        excludes=((_X_IS_DATASET, _IN_DATASET),),
-        check=_check_arrays_only,
-    ),
-    Argument("epochs", ("fit",), (int,), optional=False, low=0, example="5"),
-    Argument(
-        "verbose",
-        _LOOP,
-        (str, int, bool),
-        optional=False,
-        choices=("auto", 0, 1, 2),
+        "verbose", _LOOP, (str, int), choices=("auto", 0, 1, 2), **_REQUIRED
     ),
     Argument("callbacks", _LOOP, check=_check_callbacks),
     Argument(
         "validation_split",
-        ("fit",),
+        _FIT,
         (float, int),
-        optional=False,
         low=0,
         below=1,
-        example="0.2",
+        **_REQUIRED,
         excludes=(
-            ("validation_data", "pass one of them (fit ignores the split)"),
-            (
-                _X_IS_DATASET,
-                "pass validation_data=<a second dataset>, e.g. from "
-                "dataset.take(n) and dataset.skip(n)",
-            ),
+            ("validation_data", "pass only one"),
+            (_X_IS_DATASET, _SPLIT),
         ),
     ),
     Argument(
@@ -283,71 +272,50 @@ ARGUMENTS: tuple[Argument, ...] = (
         _LOOP,
         (int,),
         low=1,
-        example="32",
-        excludes=(
-            (_X_IS_DATASET, "drop it: the dataset sets its own batches"),
-        ),
+        excludes=((_X_IS_DATASET, _OWN_BATCHES),),
     ),
-    Argument("validation_data", ("fit",), check=_check_validation_data),
+    Argument("validation_data", _FIT, check=_check_validation_data),
     Argument(
         "shuffle",
-        ("fit",),
+        _FIT,
         (bool, str),
-        optional=False,
         choices=(True, False, "batch"),
+        **_REQUIRED,
     ),
     Argument(
         "class_weight",
-        ("fit",),
+        _FIT,
         (dict,),
-        excludes=(
-            ("sample_weight", _FOLD),
-            (
-                _SEVERAL_OUTPUTS,
-                "pass per-sample weights per output instead: "
-                "sample_weight={output_name: weights, ...}",
-            ),
-        ),
         check=_check_class_weight,
+        excludes=(("sample_weight", _FOLD), (_SEVERAL_OUTPUTS, _PER_OUTPUT)),
     ),
     Argument(
         "sample_weight",
-        ("fit", "evaluate"),
-        excludes=((_X_IS_DATASET, _IN_DATASET),),
-        check=_check_arrays_only,
+        _LABELLED,
+        excludes=_NOT_WITH_DATASET,
+        check=_check_arrays_given,
     ),
     Argument(
         "initial_epoch",
-        ("fit",),
+        _FIT,
         (int,),
-        optional=False,
         low=0,
-        example="0",
         check=_check_epoch_order,
+        **_REQUIRED,
     ),
-    Argument("steps_per_epoch", ("fit",), (int,), low=1, example="100"),
-    Argument("validation_steps", ("fit",), (int,), low=1, example="10"),
+    Argument("steps_per_epoch", _FIT, (int,), low=1),
+    Argument("validation_steps", _FIT, (int,), low=1),
     Argument(
         "validation_batch_size",
-        ("fit",),
+        _FIT,
         (int,),
         low=1,
-        example="32",
-        excludes=(
-            (_VALIDATION_IS_DATASET, "drop it: the dataset sets its batches"),
-        ),
+        excludes=((_VALIDATION_IS_DATASET, _OWN_BATCHES),),
     ),
-    Argument(
-        "validation_freq",
-        ("fit",),
-        (int, list),
-        optional=False,
-        low=1,
-        example="2",
-    ),
-    Argument("steps", ("evaluate", "predict"), (int,), low=1, example="10"),
-    Argument("return_dict", ("evaluate",), (bool,), optional=False),
-    Argument("skip_nonfinite_steps", ("compile",), (bool,), optional=False),
+    Argument("validation_freq", _FIT, (int, list), low=1, **_REQUIRED),
+    Argument("steps", ("evaluate", "predict"), (int,), low=1),
+    Argument("return_dict", ("evaluate",), (bool,), **_REQUIRED),
+    Argument("skip_nonfinite_steps", ("compile",), (bool,), **_REQUIRED),
 )
 
 
@@ -395,7 +363,7 @@ def _check_argument(argument, value, call):
                 expected=f"{name}: {describe(argument)}",
                 received=f"{name}={_short(value)} "
                 f"(type: {type(value).__name__})",
-                fix=f"pass e.g. {name}={argument.example or argument.choices}",
+                fix=f"pass {name} as {describe(argument)}",
             )
         )
     items = value if isinstance(value, list) else [value]
@@ -405,7 +373,7 @@ def _check_argument(argument, value, call):
                 f"`{name}` must be {_domain_text(argument)}.",
                 expected=f"{name}: {describe(argument)}",
                 received=f"{name}={_short(value)}",
-                fix=f"pass e.g. {name}={argument.example or argument.choices}",
+                fix=f"pass {name} as {describe(argument)}",
             )
         )
     for other, fix in argument.excludes if _given(value) else ():
@@ -455,7 +423,7 @@ _TYPE_WORDS = {
     float: "a number",
     bool: "True or False",
     str: "a string",
-    str | os.PathLike: "a directory path",
+    _PATH: "a directory path",
     list: "a list of whole numbers",
     dict: "a dict",
 }
