@@ -579,3 +579,8 @@ def test_every_call_fit_accepts_says_what_fit_did_instead():
         name = call.split("**")[1]
         if keras_says.startswith("*(no error"):
             assert FIT_DOES.get(name), f"FIT_DOES lacks {name!r}"
+
+
+def test_a_backup_directory_may_be_a_pathlib_path(tmp_path):
+    loop = ManualLoop(build(), backup=tmp_path / "backup")
+    assert isinstance(loop.backup, customfit.Backup)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import keras
@@ -82,7 +83,11 @@ class ManualLoop:
         checks.check_call("ManualLoop", model, locals())
         self.model = model
         self.run_eagerly = run_eagerly
-        self.backup = Backup(backup) if isinstance(backup, str) else backup
+        self.backup = (
+            Backup(os.fspath(backup))
+            if isinstance(backup, (str, os.PathLike))
+            else backup
+        )
         self._functions: dict[str, steps.StepFunction] = {}
         self._functions_key: Any = None
 
