@@ -117,7 +117,7 @@ def _check_model(model, call, name):
 
 def _check_callbacks(callbacks, call, name):
     """A list of keras.callbacks.Callback instances, or a CallbackList."""
-    if callbacks is None or isinstance(callbacks, keras.callbacks.CallbackList):
+    if isinstance(callbacks, keras.callbacks.CallbackList):
         return
     for callback in keras.tree.flatten(callbacks):
         if not isinstance(callback, keras.callbacks.Callback):
@@ -152,7 +152,7 @@ def _check_data(value, call, name):
                 expected="numpy arrays or tensors (a dict, list or tuple of "
                 "them), a tf.data.Dataset, a PyDataset or a generator",
                 received=f"{name}=<{type(value).__name__}> holding "
-                f"{leaf!r} (type: {type(leaf).__name__})",
+                f"{_short(leaf)} (type: {type(leaf).__name__})",
                 fix=f"convert it first: {name}=np.asarray({name})",
             )
         )
@@ -208,7 +208,7 @@ def _check_validation_data(value, call, name):
 def _check_class_weight(class_weight, call, name):
     """Maps class indices (int) to weights (float)."""
     for key, weight in class_weight.items():
-        if isinstance(key, (bool, str)) or not _is_number(weight):
+        if not _is_instance(key, (int,)) or not _is_number(weight):
             raise InputTypeError(
                 message(
                     "`class_weight` maps class indices to weights.",
