@@ -373,7 +373,9 @@ def test_bad_input_fails_every_trial_until_keras_tuner_stops(tmp_path):
     with pytest.raises(RuntimeError, match="consecutive failures") as error:
         tuner.search(dataset, validation_split=0.25, epochs=1, verbose=0)
 
-    assert "`validation_split` works only with array input" in str(error.value)
+    assert "`validation_split` cannot be given when `x` is a dataset" in str(
+        error.value
+    )
     assert "Fix: pass validation_data=" in str(error.value)
     statuses = [t.status for t in tuner.oracle.trials.values()]
     assert statuses == ["FAILED", "FAILED"]

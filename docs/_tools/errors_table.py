@@ -1,10 +1,12 @@
-"""Writes the "keras.Model.fit says | customfit says" table of docs/errors.md.
+"""Writes the "keras.Model.fit says / customfit says" list of docs/errors.md.
 
-For every bad call of `tests/test_loop.py::BAD_FIT_CALLS` it builds that
+For every bad call of `tests/test_checks.py::BAD_FIT_CALLS` it builds that
 test's model, makes the call once with `keras.Model.fit` and once with
 `ManualLoop(model).fit`, and records what each one raised (or that it
-raised nothing), and the optimizer's step count after it. The table replaces
-what stands between the two `errors-table` markers of docs/errors.md:
+raised nothing, with what fit then did: `FIT_DOES`), and the optimizer's
+step count after it. One short block per call, so nothing is wider than
+the page. The list replaces what stands between the two `errors-table`
+markers of docs/errors.md:
 
     python docs/_tools/errors_table.py
 
@@ -27,7 +29,7 @@ REPO = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )
 PAGE = os.path.join(REPO, "docs", "errors.md")
-TEST_MODULE = os.path.join(REPO, "tests", "test_loop.py")
+TEST_MODULE = os.path.join(REPO, "tests", "test_checks.py")
 START = "<!-- errors-table:start -->"
 END = "<!-- errors-table:end -->"
 KERAS_LIMIT = 300
@@ -37,7 +39,7 @@ STILL_TRAINING = "still training"
 
 
 def calls() -> dict[str, str]:
-    """Each case's id and its call, as written in tests/test_loop.py."""
+    """Each case's id and its call, as written in tests/test_checks.py."""
     with open(TEST_MODULE) as f:
         tree = ast.parse(f.read())
     for node in tree.body:
@@ -59,7 +61,7 @@ def calls() -> dict[str, str]:
 def run(driver: str, make_kwargs) -> tuple[str | None, int]:
     """(what the call raised, or None; training steps run before)."""
     import keras
-    from tests import test_loop
+    from tests import test_checks
 
     from customfit import ManualLoop
 
@@ -70,8 +72,8 @@ def run(driver: str, make_kwargs) -> tuple[str | None, int]:
             if _steps(self.model) >= MAX_STEPS:
                 raise _StillTraining
 
-    model = test_loop.build()
-    kwargs = make_kwargs()
+    model = test_checks.build()
+    kwargs = {"verbose": 0, **make_kwargs()}
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), Guard()]
     try:
         with (
@@ -80,9 +82,9 @@ def run(driver: str, make_kwargs) -> tuple[str | None, int]:
         ):
             warnings.simplefilter("ignore")
             if driver == "keras":
-                keras.Model.fit(model, verbose=0, **kwargs)
+                keras.Model.fit(model, **kwargs)
             else:
-                ManualLoop(model).fit(verbose=0, **kwargs)
+                ManualLoop(model).fit(**kwargs)
     except _StillTraining:
         return STILL_TRAINING, _steps(model)
     except Exception as error:  # noqa: BLE001 - we report whatever it is
@@ -98,14 +100,14 @@ def _steps(model) -> int:
     return int(model.optimizer.iterations.numpy())
 
 
-def cell(text: str | None, steps: int, limit: int) -> str:
-    """One table cell: the message, truncated, escaped, steps noted."""
+def cell(text: str | None, steps: int, limit: int, does: str = "") -> str:
+    """One answer: the message, truncated, escaped, steps noted."""
     if text is None:
-        return f"*(no error; optimizer.iterations: 0 → {steps})*"
+        return f"*(no error; optimizer.iterations: 0 → {steps})* {does}"
     if text == STILL_TRAINING:
         return (
             f"*(no error; still in its first epoch after {steps} steps, "
-            "stopped there by this script)*"
+            f"stopped there by this script)* {does}"
         )
     text = re.sub(r"\x1b\[[0-9;]*m", "", text.strip())  # terminal colours
     text = re.sub(r" at 0x[0-9a-f]+", "", text)
@@ -116,6 +118,7 @@ def cell(text: str | None, steps: int, limit: int) -> str:
     text = text.replace("|", "&#124;").replace("`", "&#96;")
     lines = [line.strip() for line in text.splitlines()]
     text = "<br>".join(line for line in lines if line)
+    text = re.sub(r"([^\s<>&;]{30})(?=[^\s<>&;])", r"\1<wbr>", text)
     if steps:
         text += f"<br>*(raised with optimizer.iterations at {steps})*"
     return text
@@ -140,29 +143,28 @@ def _without_traceback(text: str) -> str:
 def rows(keras: bool = True) -> list[tuple[str, str, str | None]]:
     """(call, what Keras says or None, what customfit says) per case."""
     sys.path.insert(0, REPO)
-    from tests import test_loop
+    from tests import test_checks
 
     written = calls()
     result = []
-    for name, make_kwargs, _, _ in test_loop.BAD_FIT_CALLS:
-        call = f"**{name}**<br>`{written[name]}`"
+    for name, make_kwargs, _, _ in test_checks.BAD_FIT_CALLS:
+        call = f"**{name}**: `{written[name]}`"
         keras_says = None
         if keras:
-            keras_says = cell(*run("keras", make_kwargs), KERAS_LIMIT)
+            does = test_checks.FIT_DOES.get(name, "")
+            keras_says = cell(*run("keras", make_kwargs), KERAS_LIMIT, does)
         customfit_says = cell(*run("manual", make_kwargs), CUSTOMFIT_LIMIT)
         result.append((call, keras_says, customfit_says))
     return result
 
 
 def table() -> str:
-    """The whole table, in Markdown."""
-    lines = [
-        "| call | keras.Model.fit says | customfit says |",
-        "| --- | --- | --- |",
+    """The whole list, in Markdown: a call, then what each driver says."""
+    blocks = [
+        f"{call}\n\n- keras.Model.fit: {keras_says}\n- customfit: {says}"
+        for call, keras_says, says in rows()
     ]
-    for call, keras_says, customfit_says in rows():
-        lines.append(f"| {call} | {keras_says} | {customfit_says} |")
-    return "\n".join(lines)
+    return "\n\n".join(blocks)
 
 
 def replace_table(page: str, new_table: str) -> str:
@@ -173,11 +175,13 @@ def replace_table(page: str, new_table: str) -> str:
 
 
 def table_rows_in(page: str) -> list[list[str]]:
-    """The cells of each row of the table in `page` (header excluded)."""
+    """[call, what Keras says, what customfit says] per call in `page`."""
     body = page.split(START, 1)[1].split(END, 1)[0]
     found = []
-    for line in body.strip().splitlines()[2:]:
-        found.append([part.strip() for part in line.strip()[1:-1].split(" | ")])
+    for block in re.split(r"\n\n(?=\*\*)", body.strip()):
+        call, rest = block.split("\n\n- keras.Model.fit: ", 1)
+        keras_says, says = rest.split("\n- customfit: ", 1)
+        found.append([call.strip(), keras_says.strip(), says.strip()])
     return found
 
 
@@ -186,8 +190,9 @@ def main() -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     with open(PAGE) as f:
         page = f.read()
+    page = replace_table(page, table())  # before the page is opened for writing
     with open(PAGE, "w") as f:
-        f.write(replace_table(page, table()))
+        f.write(page)
     print(f"wrote {PAGE}")
     return 0
 

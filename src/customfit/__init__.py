@@ -5,10 +5,10 @@ Who owns what:
 - `model.py`: `CustomModel`, Keras' default step split into hooks (the math);
 - `loop.py`: `ManualLoop`, epochs, batches and callbacks as a Python loop;
 - `steps.py`: a step turned into a compiled, distributed function;
-- `checks.py`: the data checked against the model before any step;
+- `checks.py`: every input check, run before any step;
 - `timing.py`: `StepTimer`, time waiting for data vs. time in steps;
 - `backup.py`: exact backup and resume, clean stops on Ctrl-C;
-- `data.py`: user input checked and turned into batches, epoch by epoch;
+- `data.py`: user input turned into batches, epoch by epoch;
 - `distribute.py`: multi-worker helpers (the chief, where each one writes);
 - `errors.py`: the error types and how their messages read;
 - `_keras_compat.py`: the few private Keras names used, in one place.

@@ -1,25 +1,676 @@
-"""Checks that need the model and the data together, run before any step.
+"""Every input check customfit runs at the door, before any step.
 
-`data.py` checks the input on its own (empty, unbatched, infinite, ...).
-Here the input meets the model: do the features fit the model's inputs, do
-the labels fit the loss? These checks read only shapes, dtypes and, for
-arrays, the label values; they never run a step or iterate a dataset (that
-would change which batches and shuffles the run then sees). Where the model
-has not been built yet (a subclassed model before its first call) there is
-nothing to compare with, and the checks that need it are skipped.
+The arguments of `ManualLoop(...)`, `fit`, `evaluate` and `predict` on their
+own (types, ranges, conflicts), the data on its own (empty, unbatched,
+infinite, ...), and the data against the model: do the features fit the
+model's inputs, do the labels fit the loss? These checks read only shapes,
+dtypes and, for arrays, the label values; they never run a step or iterate a
+dataset (that would change which batches and shuffles the run then sees).
+Where the model has not been built yet (a subclassed model before its first
+call) there is nothing to compare with, and the checks that need it are
+skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib
+import os
+import types
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from customfit.errors import HookError
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
+from customfit.errors import NotCompiledError
 from customfit.errors import message
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """A fact about a call that an argument may exclude."""
+
+    text: str
+    holds: Callable[[dict[str, Any]], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Argument:
+    """One argument's contract: checked by `check_call`, rendered in the docs.
+
+    Attributes:
+        name: The argument's name.
+        methods: Where it is an argument: "ManualLoop", "fit", "evaluate",
+            "predict" or "compile" (customfit's options of `compile`).
+        types: The types it accepts (a bool is not an int here); empty when
+            `check` alone decides. A name "module.Class" is imported late.
+        optional: Whether None is accepted.
+        low: The smallest value accepted (of each item, for a list).
+        below: Values must stay below this.
+        choices: The only values accepted, when not empty.
+        excludes: (other argument or Condition, fix) pairs: given together
+            with this argument, the call is refused with that fix.
+        check: Checks what types and domain cannot say; its docstring's
+            first line is what the docs show it accepts.
+    """
+
+    name: str
+    methods: tuple[str, ...]
+    types: tuple[type | str, ...] = ()
+    optional: bool = True
+    low: float | None = None
+    below: float | None = None
+    choices: tuple[Any, ...] = ()
+    excludes: tuple[tuple[str | Condition, str], ...] = ()
+    check: Callable[..., None] | None = None
+
+
+_LOOP = ("fit", "evaluate", "predict")
+_PATH = str | os.PathLike
+_DATASET_TYPES = (tf.data.Dataset, keras.utils.PyDataset, types.GeneratorType)
+_X_IS_DATASET = Condition(
+    "`x` is a dataset (tf.data, PyDataset or generator)",
+    lambda call: isinstance(call["x"], _DATASET_TYPES),
+)
+_VALIDATION_IS_DATASET = Condition(
+    "`validation_data` is a dataset",
+    lambda call: isinstance(call["validation_data"], _DATASET_TYPES),
+)
+_SEVERAL_OUTPUTS = Condition(
+    "the model has several outputs", lambda call: len(_outputs(call)) > 1
+)
+_FOLD = (
+    "fold the class weights into the sample weights: "
+    "sample_weight = sample_weight * class_weights[y]"
+)
+_IN_DATASET = "put it into the dataset: ((x, y, sample_weight) per batch)"
+
+
+def _check_model(model, call, name):
+    """A Keras 3 keras.Model: a CustomModel, Sequential or functional model."""
+    if isinstance(model, keras.Model):
+        return
+    hint = "pass a keras.Model (a CustomModel, Sequential or functional model)"
+    if callable(model) and not hasattr(model, "trainable_weights"):
+        hint = f"call the builder first: ManualLoop({_name(model)}())"
+    elif type(model).__module__.startswith(("tf_keras", "keras.api._v2")):
+        hint = (
+            "build the model with Keras 3 (`import keras`), not tf_keras / "
+            "tf.keras of Keras 2"
+        )
+    raise InputTypeError(
+        message(
+            "ManualLoop(model): `model` must be a keras.Model instance.",
+            expected="a CustomModel or any Keras 3 keras.Model",
+            received=f"model={_name(model)} (type: {type(model).__name__})",
+            fix=hint,
+        )
+    )
+
+
+def _check_callbacks(callbacks, call, name):
+    """A list of keras.callbacks.Callback instances, or a CallbackList."""
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return
+    for callback in keras.tree.flatten(callbacks):
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise InputTypeError(
+                message(
+                    "`callbacks` must hold keras.callbacks.Callback instances.",
+                    expected="a list of Keras 3 callbacks, e.g. "
+                    "[keras.callbacks.EarlyStopping()]",
+                    received=f"{_name(callback)} (type: "
+                    f"{type(callback).__name__})",
+                    fix="subclass keras.callbacks.Callback (from Keras 3, "
+                    "not tf_keras), or instantiate the class: "
+                    "EarlyStopping() rather than EarlyStopping",
+                )
+            )
+
+
+def _check_data(value, call, name):
+    """Arrays or tensors (or a dict, list or tuple of them), a tf.data.Dataset, a keras.utils.PyDataset or a generator."""  # noqa: E501
+    if isinstance(value, tf.data.Dataset):
+        _check_element_count(value.element_spec, name)
+    if isinstance(value, _DATASET_TYPES):
+        return
+    for leaf in keras.tree.flatten(value):
+        if leaf is None or hasattr(leaf, "shape") or hasattr(leaf, "__array__"):
+            continue
+        kind = "Python numbers" if isinstance(leaf, (int, float)) else None
+        raise InputTypeError(
+            message(
+                f"`{name}` holds {kind or type(leaf).__name__}, which Keras "
+                "cannot slice into batches.",
+                expected="numpy arrays or tensors (a dict, list or tuple of "
+                "them), a tf.data.Dataset, a PyDataset or a generator",
+                received=f"{name}=<{type(value).__name__}> holding "
+                f"{_short(leaf)} (type: {type(leaf).__name__})",
+                fix=f"convert it first: {name}=np.asarray({name})",
+            )
+        )
+
+
+def _check_arrays_given(value, call, name):
+    """Arrays or tensors (or a dict, list or tuple of them)."""
+    if isinstance(value, _DATASET_TYPES):
+        raise InputTypeError(
+            message(
+                f"`{name}` must be arrays, not a dataset.",
+                expected=f"{name} as arrays or tensors, with `x` as arrays",
+                received=f"{name}=<{type(value).__name__}>",
+                fix=f"put `x` and `{name}` into one dataset, and pass it as x",
+            )
+        )
+    _check_data(value, call, name)
+
+
+def _check_validation_data(value, call, name):
+    """(x_val, y_val) or (x_val, y_val, sample_weight_val), a tf.data.Dataset or a PyDataset, structured as `x`."""  # noqa: E501
+    if isinstance(value, (tuple, list)) and not 1 <= len(value) <= 3:
+        raise InputValueError(
+            message(
+                f"`validation_data` is a {type(value).__name__} of "
+                f"{len(value)} elements; fit reads (x_val, y_val) or "
+                "(x_val, y_val, sample_weight_val).",
+                expected="validation_data=(x_val, y_val)",
+                received=f"validation_data=<{type(value).__name__}> of "
+                f"{len(value)} elements",
+                fix="group several inputs into one tuple or dict: "
+                "validation_data=((a_val, b_val), y_val)",
+            )
+        )
+    _check_data(value, call, name)
+    train = element_structure(call["x"], call.get("y"))
+    validation = element_structure(value)
+    try:
+        keras.tree.assert_same_structure(train, validation)
+    except (ValueError, TypeError):
+        raise InputValueError(
+            message(
+                "`validation_data` must have the same structure of inputs "
+                "as the training data.",
+                expected=f"inputs structured as {train}",
+                received=f"inputs structured as {validation}",
+                fix="build the validation data the same way as `x` "
+                "(same dict keys, same tuple length)",
+            )
+        ) from None
+
+
+def _check_class_weight(class_weight, call, name):
+    """Maps class indices (int) to weights (float)."""
+    for key, weight in class_weight.items():
+        if not _is_instance(key, (int,)) or not _is_number(weight):
+            raise InputTypeError(
+                message(
+                    "`class_weight` maps class indices to weights.",
+                    expected="a dict {class index (int): weight (float)}",
+                    received=f"class_weight={class_weight!r}",
+                    fix="pass e.g. class_weight={0: 1.0, 1: 5.0}",
+                )
+            )
+
+
+def _check_epoch_order(initial_epoch, call, name):
+    """At most `epochs`: `epochs` is where training ends."""
+    epochs = call["epochs"]
+    if epochs < initial_epoch:
+        raise InputValueError(
+            message(
+                "`epochs` is the index of the last epoch, so it must be at "
+                "least `initial_epoch` (both >= 0).",
+                expected="0 <= initial_epoch <= epochs",
+                received=f"epochs={epochs}, initial_epoch={initial_epoch}",
+                fix="pass the total number of epochs as `epochs` (to train "
+                "3 more epochs after 5, pass initial_epoch=5, epochs=8)",
+            )
+        )
+
+
+_FIT, _LABELLED = ("fit",), ("fit", "evaluate")
+_NOT_WITH_DATASET = ((_X_IS_DATASET, _IN_DATASET),)
+_OWN_BATCHES = "drop it: the dataset sets its own batches"
+_SPLIT = "pass validation_data=<a second dataset>, e.g. dataset.take(n)"
+_PER_OUTPUT = "pass sample_weight={output_name: weights, ...} instead"
+_REQUIRED = {"optional": False}
+
+ARGUMENTS: tuple[Argument, ...] = (
+    Argument("model", ("ManualLoop",), check=_check_model, **_REQUIRED),
+    Argument("run_eagerly", ("ManualLoop",), (bool,)),
+    Argument("backup", ("ManualLoop",), ("customfit.backup.Backup", _PATH)),
+    Argument("x", _LOOP, check=_check_data, **_REQUIRED),
+    Argument(
+        "y", _LABELLED, excludes=_NOT_WITH_DATASET, check=_check_arrays_given
+    ),
+    Argument("epochs", _FIT, (int,), low=0, **_REQUIRED),
+    Argument(
+        "verbose", _LOOP, (str, int), choices=("auto", 0, 1, 2), **_REQUIRED
+    ),
+    Argument("callbacks", _LOOP, check=_check_callbacks),
+    Argument(
+        "validation_split",
+        _FIT,
+        (float, int),
+        low=0,
+        below=1,
+        **_REQUIRED,
+        excludes=(
+            ("validation_data", "pass only one"),
+            (_X_IS_DATASET, _SPLIT),
+        ),
+    ),
+    Argument(
+        "batch_size",
+        _LOOP,
+        (int,),
+        low=1,
+        excludes=((_X_IS_DATASET, _OWN_BATCHES),),
+    ),
+    Argument("validation_data", _FIT, check=_check_validation_data),
+    Argument(
+        "shuffle",
+        _FIT,
+        (bool, str),
+        choices=(True, False, "batch"),
+        **_REQUIRED,
+    ),
+    Argument(
+        "class_weight",
+        _FIT,
+        (dict,),
+        check=_check_class_weight,
+        excludes=(("sample_weight", _FOLD), (_SEVERAL_OUTPUTS, _PER_OUTPUT)),
+    ),
+    Argument(
+        "sample_weight",
+        _LABELLED,
+        excludes=_NOT_WITH_DATASET,
+        check=_check_arrays_given,
+    ),
+    Argument(
+        "initial_epoch",
+        _FIT,
+        (int,),
+        low=0,
+        check=_check_epoch_order,
+        **_REQUIRED,
+    ),
+    Argument("steps_per_epoch", _FIT, (int,), low=1),
+    Argument("validation_steps", _FIT, (int,), low=1),
+    Argument(
+        "validation_batch_size",
+        _FIT,
+        (int,),
+        low=1,
+        excludes=((_VALIDATION_IS_DATASET, _OWN_BATCHES),),
+    ),
+    Argument("validation_freq", _FIT, (int, list), low=1, **_REQUIRED),
+    Argument("steps", ("evaluate", "predict"), (int,), low=1),
+    Argument("return_dict", ("evaluate",), (bool,), **_REQUIRED),
+    Argument("skip_nonfinite_steps", ("compile",), (bool,), **_REQUIRED),
+)
+
+
+def check_call(method: str, model: Any, arguments: dict[str, Any]) -> None:
+    """Checks every argument of one call against its contract, in order.
+
+    Args:
+        method: "ManualLoop", "fit", "evaluate", "predict" or "compile".
+        model: The model (for "ManualLoop", the `model` argument itself).
+        arguments: The call's arguments by name (extra names are ignored).
+
+    Raises:
+        NotCompiledError: If `fit` or `evaluate` gets an uncompiled model.
+        InputValueError, InputTypeError: For the first argument that breaks
+            its contract (see `ARGUMENTS`).
+    """
+    if method in ("fit", "evaluate"):
+        check_compiled(model, method)
+    if method == "predict":
+        check_has_layers(model, method)
+    call = {**arguments, "model": model}
+    for argument in ARGUMENTS:
+        if method in argument.methods and argument.name in arguments:
+            _check_argument(argument, arguments[argument.name], call)
+
+
+def _check_argument(argument, value, call):
+    name = argument.name
+    if value is None:
+        if argument.optional:
+            return
+        raise InputValueError(
+            message(
+                f"`{name}` is missing.",
+                expected=f"{name}: {describe(argument)}",
+                received=f"{name}=None",
+                fix=f"pass `{name}`",
+            )
+        )
+    accepted = tuple(_resolve(t) for t in argument.types)
+    if accepted and not _is_instance(value, accepted):
+        raise InputTypeError(
+            message(
+                f"`{name}` must be {_types_text(argument)}.",
+                expected=f"{name}: {describe(argument)}",
+                received=f"{name}={_short(value)} "
+                f"(type: {type(value).__name__})",
+                fix=f"pass {name} as {describe(argument)}",
+            )
+        )
+    items = value if isinstance(value, list) else [value]
+    if any(not _in_domain(argument, item) for item in items):
+        raise InputValueError(
+            message(
+                f"`{name}` must be {_domain_text(argument)}.",
+                expected=f"{name}: {describe(argument)}",
+                received=f"{name}={_short(value)}",
+                fix=f"pass {name} as {describe(argument)}",
+            )
+        )
+    for other, fix in argument.excludes if _given(value) else ():
+        if isinstance(other, Condition):
+            if other.holds(call):
+                raise InputValueError(
+                    message(
+                        f"`{name}` cannot be given when {other.text}.",
+                        expected=f"{name} left out when {other.text}",
+                        received=f"{name}={_short(value)} while {other.text}",
+                        fix=fix,
+                    )
+                )
+        elif _given(call.get(other)):
+            raise InputValueError(
+                message(
+                    f"`{name}` and `{other}` cannot both be given.",
+                    expected="one of them, or neither",
+                    received=f"{name}={_short(value)}, "
+                    f"{other}={_short(call[other])}",
+                    fix=fix,
+                )
+            )
+    if argument.check is not None:
+        argument.check(value, call, name)
+
+
+def describe(argument: Argument) -> str:
+    """What `argument` accepts, in words (the docs' "accepts" column)."""
+    if argument.types:
+        text = _types_text(argument)
+        domain = _domain_text(argument)
+        if domain and not argument.choices:
+            text += f", {domain}"
+        if argument.check is not None:
+            rule = argument.check.__doc__.splitlines()[0].rstrip(".")
+            text += "; " + rule[0].lower() + rule[1:]
+    else:
+        text = argument.check.__doc__.splitlines()[0].rstrip(".")
+    if argument.optional:
+        text += ", or None"
+    return text
+
+
+_TYPE_WORDS = {
+    int: "a whole number",
+    float: "a number",
+    bool: "True or False",
+    str: "a string",
+    _PATH: "a directory path",
+    list: "a list of whole numbers",
+    dict: "a dict",
+}
+
+
+def _types_text(argument):
+    if argument.choices:
+        return _domain_text(argument)
+    accepted = argument.types
+    words = [
+        _TYPE_WORDS.get(t) or "a " + t.split(".")[0] + "." + t.split(".")[-1]
+        if isinstance(t, str)
+        else _TYPE_WORDS[t]
+        for t in accepted
+    ]
+    if float in accepted:
+        words.remove(_TYPE_WORDS[int])
+    return " or ".join(dict.fromkeys(words))
+
+
+def _domain_text(argument):
+    if argument.choices:
+        return "one of " + ", ".join(repr(c) for c in argument.choices)
+    if argument.low is not None and argument.below is not None:
+        return f"{argument.low} <= value < {argument.below}"
+    if argument.low is not None:
+        each = " (each)" if list in argument.types else ""
+        return f"at least {argument.low}{each}"
+    return ""
+
+
+def _in_domain(argument, value):
+    if argument.choices:
+        return any(
+            value == c and type(value) is type(c) or value is c
+            for c in argument.choices
+        ) or (isinstance(value, bool) and int(value) in argument.choices)
+    if not _is_number(value):
+        return argument.low is None
+    if argument.low is not None and value < argument.low:
+        return False
+    return argument.below is None or value < argument.below
+
+
+def _is_instance(value, accepted):
+    if isinstance(value, bool) and bool not in accepted:
+        return False
+    if isinstance(value, np.integer) and int in accepted:
+        return True
+    if isinstance(value, np.floating) and float in accepted:
+        return True
+    if isinstance(value, list) and list in accepted:
+        return all(_is_instance(item, (int,)) for item in value)
+    return isinstance(value, accepted)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.number)) and not isinstance(
+        value, bool
+    )
+
+
+def _resolve(accepted):
+    if isinstance(accepted, str):
+        module, _, name = accepted.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+    return accepted
+
+
+def _given(value):
+    """Whether an argument was given: not None, not a zero fraction."""
+    if value is None:
+        return False
+    return not (_is_number(value) and value == 0)
+
+
+def _short(value):
+    text = repr(value)
+    if len(text) > 60 or hasattr(value, "shape"):
+        shape = getattr(value, "shape", None)
+        return f"<{type(value).__name__}" + (
+            f" of shape {tuple(shape)}>" if shape is not None else ">"
+        )
+    return text
+
+
+def _outputs(call):
+    model = call["model"]
+    return (getattr(model, "outputs", None) or []) if model.built else []
+
+
+def check_compiled(model: keras.Model, method: str) -> None:
+    """Raises `NotCompiledError` if `model` was never compiled."""
+    if not model.compiled:
+        raise NotCompiledError(
+            message(
+                f"ManualLoop.{method}: the model must be compiled first.",
+                expected="a model on which compile(...) was called",
+                received=f"{type(model).__name__} named {model.name!r}, "
+                "never compiled",
+                fix="call model.compile(optimizer=..., loss=..., "
+                f"metrics=...) before ManualLoop(model).{method}(...)",
+            )
+        )
+
+
+def _name(value: Any) -> str:
+    name = getattr(value, "__qualname__", None) or getattr(
+        value, "__name__", None
+    )
+    if name and callable(value):
+        kind = "function" if not isinstance(value, type) else "class"
+        return f"<{kind} {name}>"
+    return f"<{type(value).__name__}>"
+
+
+def check_input(
+    x: Any,
+    y: Any = None,
+    *,
+    sample_weight: Any = None,
+    steps_per_epoch: int | None = None,
+    argument: str = "x",
+) -> None:
+    """Raises a customfit error if `x` (with `y`) cannot be batched as given.
+
+    The arguments' own contracts (`ARGUMENTS`) are checked before, by
+    `check_call`; this checks what the data holds.
+
+    Args:
+        x: The input, as passed to `fit`, `evaluate` or `predict`.
+        y: The targets, as passed.
+        sample_weight: The sample weights, as passed.
+        steps_per_epoch: The steps per epoch (or `steps`), as passed.
+        argument: The argument name used in error messages.
+
+    Raises:
+        InputValueError: For a value that cannot work (see `batches`).
+        InputTypeError: For `x` of an unsupported type.
+    """
+    if isinstance(x, tf.data.Dataset):
+        _check_dataset(x, steps_per_epoch, argument)
+    elif isinstance(x, keras.utils.PyDataset):
+        return
+    else:
+        _check_arrays(x, y, sample_weight, argument)
+
+
+def element_structure(x: Any, y: Any = None) -> Any:
+    """The nested structure of one input's `x` part (for comparing inputs).
+
+    Args:
+        x: Arrays, a dict of arrays, or a dataset.
+        y: The targets, when `x` holds only inputs.
+
+    Returns:
+        The structure of `x` with every leaf replaced by `None`.
+    """
+    if isinstance(x, tf.data.Dataset):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(x.element_spec)
+    elif isinstance(x, tuple) and y is None and len(x) in (2, 3):
+        x = x[0]  # validation_data=(x_val, y_val[, sample_weight_val])
+    return tf.nest.map_structure(lambda _: None, x)
+
+
+def _check_dataset(dataset, steps, argument):
+    cardinality = int(dataset.cardinality())
+    if cardinality == 0:
+        raise InputValueError(
+            message(
+                f"`{argument}` is an empty dataset.",
+                expected="a dataset with at least one batch",
+                received=f"{argument}=<{type(dataset).__name__}> with "
+                "cardinality 0",
+                fix="check the dataset's source, filters, take()/skip(), "
+                "and that batch(..., drop_remainder=True) leaves a batch",
+            )
+        )
+    if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
+        name = "validation_steps" if argument != "x" else "steps_per_epoch"
+        raise InputValueError(
+            message(
+                f"`{name}` is required when `{argument}` is an "
+                "infinite dataset.",
+                expected=f"{name}=<int>, or a dataset without .repeat()",
+                received=f"{name}=None, {argument}="
+                f"<{type(dataset).__name__} element_spec="
+                f"{dataset.element_spec}>",
+                fix=f"pass {name}=<batches per epoch> (`steps` in evaluate "
+                "and predict), or remove .repeat()",
+            )
+        )
+    components = tf.nest.flatten(dataset.element_spec)
+    if any(
+        isinstance(spec, tf.TensorSpec) and spec.shape.rank == 0
+        for spec in components
+    ):
+        raise InputValueError(
+            message(
+                f"`{argument}` looks unbatched: a batched dataset yields "
+                "tensors with a batch dimension first, and this one yields "
+                "scalars.",
+                expected="a batched dataset, e.g. dataset.batch(64)",
+                received=f"element_spec={dataset.element_spec}",
+                fix="call .batch(batch_size) on the dataset before passing it",
+            )
+        )
+
+
+def _check_arrays(x, y, sample_weight, argument):
+    lengths = {}
+    for name, value in (
+        (argument, x),
+        ("y", y),
+        ("sample_weight", sample_weight),
+    ):
+        for leaf in tf.nest.flatten(value):
+            if leaf is None:
+                continue
+            shape = getattr(leaf, "shape", None)
+            if shape is None or len(shape) == 0:
+                continue
+            lengths.setdefault(name, set()).add(int(shape[0]))
+    counts = set().union(*lengths.values()) if lengths else set()
+    if len(counts) > 1:
+        received = ", ".join(
+            f"{name}: {sorted(n)}" for name, n in lengths.items()
+        )
+        raise InputValueError(
+            message(
+                f"`{argument}`, `y` and `sample_weight` must hold the same "
+                "number of samples.",
+                expected="arrays whose first dimensions are equal",
+                received=f"first dimensions {received}",
+                fix="slice the arrays to the same length, or check that "
+                "x and y come from the same split",
+            )
+        )
+    if 0 in counts:
+        raise InputValueError(
+            message(
+                f"`{argument}` holds no samples.",
+                expected="arrays with at least one sample",
+                received=f"first dimension 0 in {argument}",
+                fix="check how the arrays were loaded or sliced",
+            )
+        )
 
 
 def check_against_model(
@@ -49,9 +700,99 @@ def check_against_model(
     if inputs is not None:
         _check_input_keys(inputs, x_spec, argument)
         _check_strings(inputs, x_spec, argument)
+        _check_input_shapes(inputs, x_spec, argument)
+    if not _uses_compiled_loss(model):
+        return
+    if y_spec is None:
+        raise InputValueError(
+            message(
+                f"`{argument}` holds no labels, and the loss needs them.",
+                expected=f"labels with the features: {argument}=(x, y) "
+                "per batch, or `y` beside arrays",
+                received=f"only features: {x_spec}",
+                fix="pass validation_data=(x_val, y_val)"
+                if argument == "validation_data"
+                else "pass the labels: fit(x, y) or a dataset of (x, y)",
+            )
+        )
     outputs = getattr(model, "outputs", None) if model.built else None
-    if outputs and len(outputs) == 1 and y_spec is not None:
-        _check_labels(model, outputs[0], y_spec, y)
+    if outputs:
+        _check_label_count(outputs, y_spec, "y" if y is not None else argument)
+    if outputs and len(outputs) == 1:
+        labels = "y" if y is not None else argument
+        _check_labels(model, outputs[0], y_spec, y, labels)
+
+
+def _uses_compiled_loss(model):
+    """Whether the step computes `compile(loss=...)` on (x, y) as Keras does."""
+    return (
+        model.compiled
+        and model.loss is not None
+        and all(
+            getattr(type(model), hook).__module__.startswith(
+                ("keras.", "customfit.")
+            )
+            for hook in ("train_step", "test_step", "compute_loss")
+        )
+    )
+
+
+def _pairs(inputs, x_spec):
+    """(spec, input name, model input) for each input `x_spec` feeds."""
+    if isinstance(x_spec, dict):
+        return [(x_spec[k], k, inputs[k]) for k in x_spec if k in inputs]
+    flat = tf.nest.flatten(x_spec)
+    if len(flat) != len(inputs):
+        return []
+    return [(s, *item) for s, item in zip(flat, inputs.items(), strict=True)]
+
+
+def _check_input_shapes(inputs, x_spec, argument):
+    for spec, name, tensor in _pairs(inputs, x_spec):
+        shape = getattr(spec, "shape", None)
+        if not isinstance(spec, tf.TensorSpec) or shape.rank is None:
+            continue
+        expected, got = list(tensor.shape), shape.as_list()
+        if len(got) == len(expected) + 1 and got[-1] == 1:
+            got = got[:-1]  # Keras squeezes a trailing 1
+        elif len(got) + 1 == len(expected) and expected[-1] == 1:
+            expected = expected[:-1]  # and adds one
+        if len(got) == len(expected) and all(
+            a is None or b is None or a == b
+            for a, b in zip(got[1:], expected[1:], strict=True)
+        ):
+            continue
+        raise InputValueError(
+            message(
+                f"The features of `{argument}` do not fit the model's input "
+                f"{name!r}.",
+                expected=f"features of shape {tuple(tensor.shape)}",
+                received=f"features of shape {tuple(shape)}",
+                fix="select or reshape the features to that shape, or build "
+                f"the model with keras.Input(shape={tuple(shape)[1:]})",
+            )
+        )
+
+
+def _check_label_count(outputs, y_spec, argument):
+    names = [getattr(o, "name", None) for o in outputs]
+    if isinstance(y_spec, dict):
+        fits = set(y_spec) <= {n.split("/")[0] for n in names if n}
+        received = f"labels keyed {sorted(y_spec)}"
+    else:
+        fits = len(tf.nest.flatten(y_spec)) == len(outputs)
+        received = f"{len(tf.nest.flatten(y_spec))} label arrays"
+    if not fits:
+        raise InputValueError(
+            message(
+                f"The labels of `{argument}` do not match the model's "
+                f"{len(outputs)} outputs.",
+                expected=f"one label array per output ({len(outputs)})",
+                received=received,
+                fix="pass one label array per output, in the order of "
+                "model.outputs (or a dict keyed by output name)",
+            )
+        )
 
 
 def check_has_layers(model: keras.Model, method: str) -> None:
@@ -79,22 +820,6 @@ def _check_element_count(element_spec, argument):
                 received=f"element_spec={element_spec}",
                 fix="group several inputs into a tuple or dict as the first "
                 "element: dataset.map(lambda a, b, y: ((a, b), y))",
-            )
-        )
-
-
-def check_class_weight(model: keras.Model, class_weight: Any) -> None:
-    """Raises if `class_weight` is given for a multi-output model."""
-    outputs = getattr(model, "outputs", None) if model.built else None
-    if class_weight is not None and outputs and len(outputs) > 1:
-        raise InputValueError(
-            message(
-                "`class_weight` works only for models with a single output.",
-                expected="class_weight=None for a model with "
-                f"{len(outputs)} outputs",
-                received=f"class_weight={class_weight}",
-                fix="pass per-sample weights per output instead: "
-                "sample_weight={output_name: weights, ...}",
             )
         )
 
@@ -170,7 +895,7 @@ def _loss_name(model):
     return getattr(function, "__name__", "")
 
 
-def _check_labels(model, output, y_spec, y):
+def _check_labels(model, output, y_spec, y, labels):
     name = _loss_name(model)
     y_shape = getattr(y_spec, "shape", None)
     if y_shape is None or y_shape.rank is None:
@@ -184,8 +909,8 @@ def _check_labels(model, output, y_spec, y):
         if not fits:
             raise InputValueError(
                 message(
-                    f"The labels do not fit the loss {name}: it takes one "
-                    "integer class index per sample.",
+                    f"The labels of `{labels}` do not fit the loss {name}: "
+                    "it takes one integer class index per sample.",
                     expected=f"labels of shape (batch,) for outputs of shape "
                     f"{tuple(output.shape)}",
                     received=f"labels of shape {tuple(y_shape)}",
@@ -195,14 +920,14 @@ def _check_labels(model, output, y_spec, y):
                 )
             )
         if y is not None and classes:
-            _check_label_range(np.asarray(y), classes, name)
+            _check_label_range(np.asarray(y), classes, name, labels)
     elif name in _DENSE_LOSSES and (
         y_shape.rank != out_rank or y_shape[-1] not in (None, classes)
     ):
         raise InputValueError(
             message(
-                f"The labels do not fit the loss {name}: it takes one-hot "
-                "(or probability) labels, one column per class.",
+                f"The labels of `{labels}` do not fit the loss {name}: it "
+                "takes one-hot (or probability) labels, one column per class.",
                 expected=f"labels of shape (batch, {classes})",
                 received=f"labels of shape {tuple(y_shape)}",
                 fix="one-hot encode them (keras.utils.to_categorical(y, "
@@ -212,14 +937,15 @@ def _check_labels(model, output, y_spec, y):
         )
 
 
-def _check_label_range(y, classes, loss_name):
+def _check_label_range(y, classes, loss_name, labels):
     if y.size == 0 or not np.issubdtype(y.dtype, np.number):
         return
     low, high = y.min(), y.max()
     if low < 0 or high >= classes:
         raise InputValueError(
             message(
-                f"Labels out of range for {loss_name}: the model has "
+                f"The labels of `{labels}` are out of range for {loss_name}: "
+                "the model has "
                 f"{classes} outputs, so class indices run from 0 to "
                 f"{classes - 1}.",
                 expected=f"0 <= y < {classes}",
@@ -227,4 +953,96 @@ def _check_label_range(y, classes, loss_name):
                 fix=f"check the labels, or give the last layer {int(high) + 1} "
                 "units",
             )
+        )
+
+
+_HOOK_RESULTS = {
+    "forward": "the model's outputs for `x` (y_pred)",
+    "compute_loss": "the loss, a scalar tensor",
+    "compute_gradients": "a list of gradients, one per variable (None for "
+    "a variable the loss does not reach)",
+}
+
+
+def check_hook_result(
+    model: keras.Model, hook: str, result: Any, variables: Any = None
+) -> None:
+    """Raises `HookError` if a `CustomModel` hook returned an unusable value.
+
+    Runs where the step runs; in a compiled step that is once, while it is
+    traced, so the compiled step pays nothing.
+
+    Args:
+        model: The model whose hook ran.
+        hook: The hook's name: "forward", "compute_loss" or
+            "compute_gradients".
+        result: What the hook returned.
+        variables: For "compute_gradients", the variables it was given.
+    """
+    fits = result is not None
+    if fits and variables is not None:
+        fits = isinstance(result, (list, tuple)) and len(result) == len(
+            variables
+        )
+    if fits:
+        return
+    received = "None" if result is None else f"<{type(result).__name__}>"
+    if isinstance(result, (list, tuple)):
+        received += f" of {len(result)} entries, for {len(variables)} variables"
+    raise HookError(
+        message(
+            f"{type(model).__name__}.{hook} returned {received}; "
+            f"`{hook}` must return {_HOOK_RESULTS[hook]}.",
+            expected=_HOOK_RESULTS[hook],
+            received=received,
+            fix=f"end your `{hook}` override with `return ...`, e.g. "
+            f"`return super().{hook}(...)`",
+        )
+    )
+
+
+_WRITES = ("Assign", "ResourceApply", "ResourceSparseApply", "ResourceScatter")
+
+
+@contextlib.contextmanager
+def first_update(model: keras.Model, variables: Any):
+    """Warns once if the model's first update leaves its variables unchanged.
+
+    Wraps the `apply_gradients` of the first training step. In a traced
+    step it looks for ops writing a variable among those the update created
+    (none: the step can change nothing); in an eager step it compares the
+    values before and after. Later steps pass straight through.
+
+    Args:
+        model: The model being trained.
+        variables: The trainable variables the update should change.
+    """
+    if getattr(model, "_first_update_seen", False):
+        yield
+        return
+    eager = tf.executing_eagerly()
+    graph = None if eager else tf.compat.v1.get_default_graph()
+    before = (
+        [v.numpy() for v in variables] if eager else len(graph.get_operations())
+    )
+    yield
+    model._first_update_seen = True
+    if eager:
+        changed = any(
+            not np.array_equal(b, v.numpy())
+            for b, v in zip(before, variables, strict=True)
+        )
+    else:
+        changed = any(
+            op.type.startswith(_WRITES)
+            for op in graph.get_operations()[before:]
+        )
+    if not changed:
+        warnings.warn(
+            f"The first training step of {type(model).__name__} left every "
+            "trainable variable unchanged. Likely cause: an "
+            "`apply_gradients` override that does not call "
+            "`super().apply_gradients(gradients, variables)` (or an "
+            "optimizer's apply).",
+            stacklevel=4,
         )

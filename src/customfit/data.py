@@ -1,4 +1,4 @@
-"""User input to batches: checks it at the door, then yields it epoch by epoch.
+"""User input to batches, yielded epoch by epoch as fit yields them.
 
 `batches(...)` accepts what `keras.Model.fit` accepts (numpy arrays, tensors,
 dicts of arrays, a batched `tf.data.Dataset` yielding `x`, `(x, y)` or
@@ -21,13 +21,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from customfit import _keras_compat
-from customfit.errors import InputTypeError
-from customfit.errors import InputValueError
-from customfit.errors import message
+from customfit import checks
 
 
 class _IteratorReaper:
@@ -331,14 +328,13 @@ def batches(
 
     Raises:
         InputValueError: If the input is empty, unbatched, infinite without
-            `steps_per_epoch`, or inconsistent with `y` or `batch_size`.
+            `steps_per_epoch`, or inconsistent with `y`.
         InputTypeError: If `x` is of a type no data adapter accepts.
     """
-    check_input(
+    checks.check_input(
         x,
         y,
         sample_weight=sample_weight,
-        batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         argument=argument,
     )
@@ -384,200 +380,6 @@ def debug_cap(value: int | None, setting: str, name: str) -> int | None:
         warnings.warn(f"Limiting {name} to {cap}", stacklevel=3)
         return cap
     return value
-
-
-def check_input(
-    x: Any,
-    y: Any = None,
-    *,
-    sample_weight: Any = None,
-    batch_size: int | None = None,
-    steps_per_epoch: int | None = None,
-    argument: str = "x",
-) -> None:
-    """Raises a customfit error if `x` (with `y`) cannot be batched as given.
-
-    Args:
-        x: The input, as passed to `fit`, `evaluate` or `predict`.
-        y: The targets, as passed.
-        sample_weight: The sample weights, as passed.
-        batch_size: The batch size, as passed.
-        steps_per_epoch: The steps per epoch (or `steps`), as passed.
-        argument: The argument name used in error messages.
-
-    Raises:
-        InputValueError: For a value that cannot work (see `batches`).
-        InputTypeError: For `x` of an unsupported type.
-    """
-    _check_steps(steps_per_epoch, argument)
-    if x is None:
-        raise InputValueError(
-            message(
-                f"`{argument}` is missing.",
-                expected="arrays, a dict of arrays, or a batched "
-                "tf.data.Dataset",
-                received=f"{argument}=None",
-                fix=f"pass your training data as `{argument}`",
-            )
-        )
-    if isinstance(x, tf.data.Dataset):
-        _check_dataset(
-            x, y, sample_weight, batch_size, steps_per_epoch, argument
-        )
-    elif isinstance(x, keras.utils.PyDataset):
-        return
-    else:
-        _check_arrays(x, y, sample_weight, argument)
-
-
-def element_structure(x: Any, y: Any = None) -> Any:
-    """The nested structure of one input's `x` part (for comparing inputs).
-
-    Args:
-        x: Arrays, a dict of arrays, or a dataset.
-        y: The targets, when `x` holds only inputs.
-
-    Returns:
-        The structure of `x` with every leaf replaced by `None`.
-    """
-    if isinstance(x, tf.data.Dataset):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(x.element_spec)
-    elif isinstance(x, tuple) and y is None and len(x) in (2, 3):
-        x = x[0]  # validation_data=(x_val, y_val[, sample_weight_val])
-    return tf.nest.map_structure(lambda _: None, x)
-
-
-def _check_steps(steps: int | None, argument: str) -> None:
-    name = "steps" if argument != "x" else "steps_per_epoch"
-    if steps is None:
-        return
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise InputTypeError(
-            message(
-                f"`{name}` must be a whole number.",
-                expected=f"{name}=<int >= 1> or None",
-                received=f"{name}={steps!r} (type: {type(steps).__name__})",
-                fix=f"pass {name}=int(...)",
-            )
-        )
-    if steps < 1 and steps != -1:
-        raise InputValueError(
-            message(
-                f"`{name}` must be at least 1.",
-                expected=f"{name} >= 1, or None for one pass over the data",
-                received=f"{name}={steps}",
-                fix=f"pass {name}=1 or more, or leave it out",
-            )
-        )
-
-
-def _check_dataset(dataset, y, sample_weight, batch_size, steps, argument):
-    for name, value in (("y", y), ("sample_weight", sample_weight)):
-        if value is not None:
-            raise InputValueError(
-                message(
-                    f"`{name}` cannot be given when `{argument}` is a "
-                    "tf.data.Dataset.",
-                    expected=f"{name}=None, with the dataset yielding "
-                    "(x, y) or (x, y, sample_weight)",
-                    received=f"{name}=<{type(value).__name__}>",
-                    fix=f"put the {name} into the dataset: "
-                    "tf.data.Dataset.from_tensor_slices((x, y, ...)), "
-                    f"and drop the `{name}` argument",
-                )
-            )
-    if batch_size is not None:
-        raise InputValueError(
-            message(
-                f"`batch_size` cannot be given when `{argument}` is a "
-                "tf.data.Dataset: the dataset sets its own batches.",
-                expected="batch_size=None",
-                received=f"batch_size={batch_size}",
-                fix="drop `batch_size`, or batch the dataset with "
-                "dataset.batch(...)",
-            )
-        )
-    cardinality = int(dataset.cardinality())
-    if cardinality == 0:
-        raise InputValueError(
-            message(
-                f"`{argument}` is an empty dataset.",
-                expected="a dataset with at least one batch",
-                received=f"{argument}=<{type(dataset).__name__}> with "
-                "cardinality 0",
-                fix="check the dataset's source, filters, take()/skip(), "
-                "and that batch(..., drop_remainder=True) leaves a batch",
-            )
-        )
-    if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
-        raise InputValueError(
-            message(
-                f"`steps_per_epoch` is required when `{argument}` is an "
-                "infinite dataset.",
-                expected="steps_per_epoch=<int>, or a dataset without "
-                ".repeat()",
-                received=f"steps_per_epoch=None, {argument}="
-                f"<{type(dataset).__name__} element_spec="
-                f"{dataset.element_spec}>",
-                fix="pass steps_per_epoch=<batches per epoch>, or remove "
-                ".repeat()",
-            )
-        )
-    components = tf.nest.flatten(dataset.element_spec)
-    if any(
-        isinstance(spec, tf.TensorSpec) and spec.shape.rank == 0
-        for spec in components
-    ):
-        raise InputValueError(
-            message(
-                f"`{argument}` looks unbatched: a batched dataset yields "
-                "tensors with a batch dimension first, and this one yields "
-                "scalars.",
-                expected="a batched dataset, e.g. dataset.batch(64)",
-                received=f"element_spec={dataset.element_spec}",
-                fix="call .batch(batch_size) on the dataset before passing it",
-            )
-        )
-
-
-def _check_arrays(x, y, sample_weight, argument):
-    lengths = {}
-    for name, value in (
-        (argument, x),
-        ("y", y),
-        ("sample_weight", sample_weight),
-    ):
-        for leaf in tf.nest.flatten(value):
-            if leaf is None:
-                continue
-            shape = getattr(leaf, "shape", None)
-            if shape is None or len(shape) == 0:
-                continue
-            lengths.setdefault(name, set()).add(int(shape[0]))
-    counts = set().union(*lengths.values()) if lengths else set()
-    if len(counts) > 1:
-        received = ", ".join(
-            f"{name}: {sorted(n)}" for name, n in lengths.items()
-        )
-        raise InputValueError(
-            message(
-                f"`{argument}`, `y` and `sample_weight` must hold the same "
-                "number of samples.",
-                expected="arrays whose first dimensions are equal",
-                received=f"first dimensions {received}",
-                fix="slice the arrays to the same length, or check that "
-                "x and y come from the same split",
-            )
-        )
-    if 0 in counts:
-        raise InputValueError(
-            message(
-                f"`{argument}` holds no samples.",
-                expected="arrays with at least one sample",
-                received=f"first dimension 0 in {argument}",
-                fix="check how the arrays were loaded or sliced",
-            )
-        )
 
 
 def _warn_out_of_data() -> None:

@@ -10,6 +10,10 @@ from __future__ import annotations
 class CustomFitError(Exception):
     """Base class of every error customfit raises on its own account."""
 
+    # Raised while a step is traced, it reaches the caller as it is (the
+    # step's autograph would rewrite it into a StagingError otherwise).
+    ag_pass_through = True
+
 
 class InputValueError(CustomFitError, ValueError):
     """An argument has the right type but an unusable value."""
@@ -17,6 +21,10 @@ class InputValueError(CustomFitError, ValueError):
 
 class InputTypeError(CustomFitError, TypeError):
     """An argument has a type customfit cannot work with."""
+
+
+class HookError(CustomFitError, TypeError):
+    """A `CustomModel` hook returned what the training step cannot use."""
 
 
 class NotCompiledError(CustomFitError, ValueError):

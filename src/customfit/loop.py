@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import shlex
 import signal
@@ -24,9 +25,6 @@ from customfit import steps
 from customfit import timing
 from customfit.backup import Backup
 from customfit.backup import BackupCallback
-from customfit.errors import InputTypeError
-from customfit.errors import InputValueError
-from customfit.errors import NotCompiledError
 from customfit.errors import WorkerLostError
 from customfit.errors import message
 
@@ -92,10 +90,14 @@ class ManualLoop:
         run_eagerly: bool | None = None,
         backup: Backup | str | None = None,
     ):
-        _check_model(model)
+        checks.check_call("ManualLoop", model, locals())
         self.model = model
         self.run_eagerly = run_eagerly
-        self.backup = Backup(backup) if isinstance(backup, str) else backup
+        self.backup = (
+            Backup(os.fspath(backup))
+            if isinstance(backup, (str, os.PathLike))
+            else backup
+        )
         self._functions: dict[str, steps.StepFunction] = {}
         self._functions_key: Any = None
 
@@ -128,6 +130,7 @@ class ManualLoop:
             InputValueError, InputTypeError: For input that cannot work,
                 before any step runs.
         """
+        checks.check_call("fit", self.model, locals())
         plan = self._check_fit(
             x,
             y,
@@ -192,8 +195,7 @@ class ManualLoop:
             The loss as a float when it is the only metric, else a list in
             `model.metrics_names` order, or a dict when `return_dict=True`.
         """
-        _check_compiled(self.model, "evaluate")
-        _check_callbacks(callbacks)
+        checks.check_call("evaluate", self.model, locals())
         batches = data.batches(
             x,
             y,
@@ -225,8 +227,7 @@ class ManualLoop:
         Returns:
             A numpy array, or a structure of them for multi-output models.
         """
-        _check_callbacks(callbacks)
-        checks.check_has_layers(self.model, "predict")
+        checks.check_call("predict", self.model, locals())
         batches = data.batches(
             x,
             batch_size=batch_size,
@@ -412,16 +413,10 @@ class ManualLoop:
         validation_batch_size,
         validation_freq,
     ) -> _FitPlan:
-        """Checks every argument of `fit`; returns the plan it implies."""
+        """Checks the data of `fit` against the model; returns the plan."""
         model = self.model
-        _check_compiled(model, "fit")
-        _check_epochs(epochs, initial_epoch)
         epochs = data.debug_cap(epochs, "max_epochs", "epochs")
-        _check_callbacks(callbacks)
-        _check_weights(sample_weight, class_weight)
-        checks.check_class_weight(model, class_weight)
-        if validation_split and validation_data is None:
-            _check_validation_split(x, validation_split)
+        if validation_split:
             (x, y, sample_weight), validation_data = (
                 _keras_compat.train_validation_split(
                     (x, y, sample_weight), validation_split=validation_split
@@ -443,7 +438,6 @@ class ManualLoop:
         checks.check_against_model(model, train.element_spec, y=y)
         validation = None
         if validation_data is not None:
-            _check_validation_structure(x, y, validation_data)
             val_x, val_y, val_sample_weight = (
                 keras.utils.unpack_x_y_sample_weight(validation_data)
             )
@@ -529,148 +523,3 @@ def _concatenate(outputs: list[Any]) -> Any:
     return keras.tree.map_structure(
         lambda *parts: np.concatenate(parts), *outputs
     )
-
-
-def _check_model(model: Any) -> None:
-    if isinstance(model, keras.Model):
-        return
-    hint = "pass a keras.Model (a CustomModel, Sequential or functional model)"
-    if callable(model) and not hasattr(model, "trainable_weights"):
-        hint = f"call the builder first: ManualLoop({_name(model)}())"
-    elif type(model).__module__.startswith(("tf_keras", "keras.api._v2")):
-        hint = (
-            "build the model with Keras 3 (`import keras`), not tf_keras / "
-            "tf.keras of Keras 2"
-        )
-    raise InputTypeError(
-        message(
-            "ManualLoop(model): `model` must be a keras.Model instance.",
-            expected="a CustomModel or any Keras 3 keras.Model",
-            received=f"model={_name(model)} (type: {type(model).__name__})",
-            fix=hint,
-        )
-    )
-
-
-def _check_compiled(model: keras.Model, method: str) -> None:
-    if not model.compiled:
-        raise NotCompiledError(
-            message(
-                f"ManualLoop.{method}: the model must be compiled first.",
-                expected="a model on which compile(...) was called",
-                received=f"{type(model).__name__} named {model.name!r}, "
-                "never compiled",
-                fix="call model.compile(optimizer=..., loss=..., "
-                f"metrics=...) before ManualLoop(model).{method}(...)",
-            )
-        )
-
-
-def _check_epochs(epochs: Any, initial_epoch: Any) -> None:
-    for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InputTypeError(
-                message(
-                    f"`{name}` must be a whole number.",
-                    expected=f"{name}=<int>",
-                    received=f"{name}={value!r} (type: {type(value).__name__})",
-                    fix=f"pass {name}=int(...)",
-                )
-            )
-    if epochs < 0 or initial_epoch < 0 or epochs < initial_epoch:
-        raise InputValueError(
-            message(
-                "`epochs` is the index of the last epoch, so it must be at "
-                "least `initial_epoch` (both >= 0).",
-                expected="0 <= initial_epoch <= epochs",
-                received=f"epochs={epochs}, initial_epoch={initial_epoch}",
-                fix="pass the total number of epochs as `epochs` (to train "
-                "3 more epochs after 5, pass initial_epoch=5, epochs=8)",
-            )
-        )
-
-
-def _check_callbacks(callbacks: Any) -> None:
-    if callbacks is None or isinstance(callbacks, keras.callbacks.CallbackList):
-        return
-    for callback in keras.tree.flatten(callbacks):
-        if not isinstance(callback, keras.callbacks.Callback):
-            raise InputTypeError(
-                message(
-                    "`callbacks` must hold keras.callbacks.Callback instances.",
-                    expected="a list of Keras 3 callbacks, e.g. "
-                    "[keras.callbacks.EarlyStopping()]",
-                    received=f"{_name(callback)} (type: "
-                    f"{type(callback).__name__})",
-                    fix="subclass keras.callbacks.Callback (from Keras 3, "
-                    "not tf_keras), or instantiate the class: "
-                    "EarlyStopping() rather than EarlyStopping",
-                )
-            )
-
-
-def _check_weights(sample_weight: Any, class_weight: Any) -> None:
-    if sample_weight is not None and class_weight is not None:
-        raise InputValueError(
-            message(
-                "`sample_weight` and `class_weight` cannot both be given.",
-                expected="one of them, or neither",
-                received=f"sample_weight=<{type(sample_weight).__name__}>, "
-                f"class_weight={class_weight}",
-                fix="fold the class weights into the sample weights: "
-                "sample_weight = sample_weight * class_weights[y]",
-            )
-        )
-
-
-def _check_validation_split(x: Any, validation_split: float) -> None:
-    if not 0.0 < validation_split < 1.0:
-        raise InputValueError(
-            message(
-                "`validation_split` is the fraction of samples held out.",
-                expected="0 < validation_split < 1",
-                received=f"validation_split={validation_split}",
-                fix="pass a fraction such as validation_split=0.2",
-            )
-        )
-    if isinstance(x, (keras.utils.PyDataset,)) or hasattr(x, "element_spec"):
-        raise InputValueError(
-            message(
-                "`validation_split` works only with array input, not with "
-                "a dataset (a dataset cannot be split without reading it).",
-                expected="numpy arrays or tensors as `x`, or "
-                "`validation_data=`",
-                received=f"x=<{type(x).__name__}>, "
-                f"validation_split={validation_split}",
-                fix="pass validation_data=<a second dataset>, e.g. from "
-                "dataset.take(n) and dataset.skip(n)",
-            )
-        )
-
-
-def _check_validation_structure(x: Any, y: Any, validation_data: Any) -> None:
-    train = data.element_structure(x)
-    validation = data.element_structure(validation_data)
-    try:
-        keras.tree.assert_same_structure(train, validation)
-    except (ValueError, TypeError):
-        raise InputValueError(
-            message(
-                "`validation_data` must have the same structure of inputs "
-                "as the training data.",
-                expected=f"inputs structured as {train}",
-                received=f"inputs structured as {validation}",
-                fix="build the validation data the same way as `x` "
-                "(same dict keys, same tuple length)",
-            )
-        ) from None
-
-
-def _name(value: Any) -> str:
-    name = getattr(value, "__qualname__", None) or getattr(
-        value, "__name__", None
-    )
-    if name and callable(value):
-        kind = "function" if not isinstance(value, type) else "class"
-        return f"<{kind} {name}>"
-    return f"<{type(value).__name__}>"

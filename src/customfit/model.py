@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from customfit import _keras_compat
+from customfit import checks
 from customfit import distribute
 from customfit import eager_update
 from customfit import errors
@@ -61,7 +62,10 @@ class CustomModel(keras.Model):
 
     class Clipped(customfit.CustomModel):
         def apply_gradients(self, gradients, variables):
-            gradients = [keras.ops.clip(g, -1.0, 1.0) for g in gradients]
+            gradients = [
+                None if g is None else keras.ops.clip(g, -1.0, 1.0)
+                for g in gradients
+            ]
             super().apply_gradients(gradients, variables)
 
     inputs = keras.Input((4,))
@@ -147,6 +151,9 @@ class CustomModel(keras.Model):
                 a custom optimizer's `update_step` in a debugger.
             **kwargs: Passed to `keras.Model.compile`.
         """
+        checks.check_call(
+            "compile", self, {"skip_nonfinite_steps": skip_nonfinite_steps}
+        )
         super().compile(*args, **kwargs)
         self._skipped_steps = (
             keras.metrics.Sum(name="skipped_steps")
@@ -214,6 +221,7 @@ class CustomModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             y_pred = self.forward(x, training=True)
+            checks.check_hook_result(self, "forward", y_pred)
             loss = self.compute_loss(
                 x=x,
                 y=y,
@@ -221,6 +229,7 @@ class CustomModel(keras.Model):
                 sample_weight=sample_weight,
                 training=True,
             )
+            checks.check_hook_result(self, "compute_loss", loss)
             if self._skipped_steps is None:
                 self.track_loss(loss, x)
             scaled_loss = loss
@@ -229,8 +238,12 @@ class CustomModel(keras.Model):
         variables = self.trainable_weights
         if variables:
             gradients = self.compute_gradients(tape, scaled_loss, variables)
+            checks.check_hook_result(
+                self, "compute_gradients", gradients, variables
+            )
             if self._skipped_steps is None:
-                self.apply_gradients(gradients, variables)
+                with checks.first_update(self, variables):
+                    self.apply_gradients(gradients, variables)
             else:
                 self._apply_if_finite(loss, x, gradients, variables)
         else:
@@ -253,9 +266,11 @@ class CustomModel(keras.Model):
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self.forward(x, training=False)
+        checks.check_hook_result(self, "forward", y_pred)
         loss = self.compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
         )
+        checks.check_hook_result(self, "compute_loss", loss)
         self.track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -353,13 +368,13 @@ class CustomModel(keras.Model):
         """
         if not self.optimizer.built:  # no variable creation inside tf.cond
             self.optimizer.build(variables)
-        checks = [tf.reduce_all(tf.math.is_finite(loss))]
-        checks += [
+        verdicts = [tf.reduce_all(tf.math.is_finite(loss))]
+        verdicts += [
             tf.reduce_all(tf.math.is_finite(g))
             for g in gradients
             if g is not None
         ]
-        finite = tf.reduce_all(tf.stack(checks))
+        finite = tf.reduce_all(tf.stack(verdicts))
         context = tf.distribute.get_replica_context()
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             nonfinite = context.all_reduce(
@@ -370,7 +385,8 @@ class CustomModel(keras.Model):
 
         def apply(loss, x, gradients, variables):
             self.track_loss(loss, x)
-            self.apply_gradients(gradients, variables)
+            with checks.first_update(self, variables):
+                self.apply_gradients(gradients, variables)
 
         # Only the first input is needed (for the batch size).
         first_input = next(i for i in tf.nest.flatten(x) if i is not None)
