@@ -242,7 +242,7 @@ class ManualLoop:
                 if self.model.stop_predicting:
                     break
         callbacks.on_predict_end()
-        return _concatenate(outputs)
+        return _keras_compat.concatenate_predictions(outputs)
 
     def train_epoch(
         self,
@@ -460,12 +460,6 @@ class ManualLoop:
             initial_epoch=initial_epoch,
             epochs=epochs,
         )
-
-
-def _concatenate(outputs: list[Any]) -> Any:
-    return keras.tree.map_structure(
-        lambda *parts: np.concatenate(parts), *outputs
-    )
 
 
 def _check_model(model: Any) -> None:
