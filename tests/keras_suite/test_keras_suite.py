@@ -106,3 +106,21 @@ def test_keras_own_tests_pass_through_manual_loop(tmp_path):
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+@pytest.mark.slow  # pip starts in 3-8 s here
+def test_without_the_registry_the_suite_skips_with_a_reason(
+    tmp_path, monkeypatch
+):
+    # A registry nobody listens on: pip fails fast, and keras_tests() says
+    # why instead of raising (the suite then skips with that reason).
+    monkeypatch.setenv("CUSTOMFIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no other index
+    root, why_not = fetch.keras_tests()
+    assert root is None
+    assert why_not.startswith("cannot download the keras ")
+    assert not fetch.cache_dir().exists()
