@@ -6,7 +6,8 @@ subclassed) then trains, evaluates and predicts through
 `ManualLoop(model).fit/evaluate/predict` with the same arguments. The
 `Trainer` mixins of trainer_test.py are not `keras.Model`s and keep Keras'
 methods. With `--keras-suite-json=PATH` it writes, per test, its outcome, its
-error or skip reason, and whether ManualLoop ran at least once in it.
+error or skip reason, its duration, and whether ManualLoop ran at least
+once in it.
 """
 
 import importlib.util
@@ -19,7 +20,7 @@ import pytest
 
 from customfit import ManualLoop
 
-_results = {}  # test id -> {"outcome", "error", "routed"}
+_results = {}  # test id -> {"outcome", "error", "routed", "seconds"}
 _running = {"test": None, "routed": set()}
 
 
@@ -98,6 +99,7 @@ def pytest_runtest_protocol(item, nextitem):
 def pytest_runtest_makereport(item, call):
     report = yield
     entry = _results.setdefault(item.nodeid, {"outcome": "passed"})
+    entry["seconds"] = entry.get("seconds", 0.0) + report.duration
     if report.failed:
         entry["outcome"] = "failed"
         error = call.excinfo.exconly() if call.excinfo else report.longreprtext

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import pytest
 
 import customfit
@@ -83,15 +84,7 @@ def test_keras_own_tests_pass_through_manual_loop(tmp_path):
         or not re.search(pattern, tests[test]["error"])
     }
     routed = sum(entry["routed"] for entry in tests.values())
-    counts = {
-        outcome: sum(e["outcome"] == outcome for e in tests.values())
-        for outcome in ("passed", "failed", "skipped")
-    }
-    print(
-        f"\nKeras tests: {len(tests)} run, {counts}, {routed} through "
-        f"ManualLoop; {wall:.0f} s wall, {cpu:.0f} s CPU\n"
-        + "\n".join(result.stdout.splitlines()[-30:])
-    )
+    print(_summary(tests, routed, wall, cpu))
     assert not unexpected, "Keras tests failing through ManualLoop:\n" + (
         "\n".join(f"{test}\n    {error}" for test, error in unexpected.items())
     )
@@ -124,3 +117,22 @@ def test_without_the_registry_the_suite_skips_with_a_reason(
     assert root is None
     assert why_not.startswith("cannot download the keras ")
     assert not fetch.cache_dir().exists()
+
+
+def _summary(tests: dict, routed: int, wall: float, cpu: float) -> str:
+    """The numbers of a run, for the log and the docs."""
+    counts = {
+        outcome: sum(e["outcome"] == outcome for e in tests.values())
+        for outcome in ("passed", "failed", "skipped")
+    }
+    seconds = {}
+    for test, entry in tests.items():
+        file = test.split("::")[0]
+        seconds[file] = seconds.get(file, 0.0) + entry.get("seconds", 0.0)
+    slowest = sorted(seconds.items(), key=lambda item: -item[1])[:5]
+    return (
+        f"\nKeras {keras.__version__} tests: {len(tests)} run, {counts}, "
+        f"{routed} through ManualLoop; {wall:.0f} s wall, {cpu:.0f} s CPU; "
+        "slowest files: "
+        + ", ".join(f"{file} {s:.0f} s" for file, s in slowest)
+    )
