@@ -140,13 +140,11 @@ def symbolic_build(model, element_spec) -> None:
 
 
 def none_if_optional(value: Any) -> Any:
-    """None for a `tf.experimental.Optional` (or its spec), else `value`.
+    """None for an input given None, as fit's step sees it; else `value`.
 
-    A `keras.Input(optional=True)` given None reaches fit's step as None:
-    arrays carry it as None (spec `tf.NoneTensorSpec`), a generator as an
-    empty `tf.experimental.Optional`, which fit turns into None before the
-    step (`_autoconvert_optionals`).
+    Arrays carry a `keras.Input(optional=True)` given None as None (spec
+    `tf.NoneTensorSpec`), a generator as an empty `tf.experimental.Optional`;
+    fit's step gets None (`_autoconvert_optionals`).
     """
-    if isinstance(value, (tf.experimental.Optional, tf.OptionalSpec)):
-        return None
-    return None if isinstance(value, tf.NoneTensorSpec) else value
+    none = (tf.experimental.Optional, tf.OptionalSpec, tf.NoneTensorSpec)
+    return None if isinstance(value, none) else value

@@ -164,10 +164,8 @@ def make_predict_function(
         )
 
     def distributed_step(iterator):
-        data = keras.tree.map_structure(
-            _keras_compat.none_if_optional, next(iterator)
-        )
-        outputs = strategy.run(one_step, args=(data,))
+        step = _optionals_to_none(one_step)  # as fit, outside the XLA step
+        outputs = strategy.run(step, args=(next(iterator),))
         return reduce_per_replica(outputs, strategy, "concat")
 
     compiled = None

@@ -25,12 +25,12 @@ class _AddIfGiven(keras.layers.Layer):
         return self.dense(x if o is None else x + o)
 
 
-def _optional_input_model():
+def _optional_input_model(**compile_options):
     keras.utils.set_random_seed(3)
     x = keras.Input((2,), name="x")
     o = keras.Input((2,), name="o", optional=True)
     model = keras.Model({"x": x, "o": o}, _AddIfGiven()(x, o))
-    model.compile(loss="mse", optimizer="adam")
+    model.compile(loss="mse", optimizer="adam", **compile_options)
     return model
 
 
@@ -55,9 +55,21 @@ def _run(driver, source):
     return history.history, evaluated, predicted
 
 
+COMPILED = [
+    pytest.param({}, id="plain"),
+    pytest.param(
+        {"steps_per_execution": 2, "jit_compile": True},
+        id="spe2-jit",
+        marks=pytest.mark.slow,
+    ),
+]
+
+
+@pytest.mark.parametrize("compile_options", COMPILED)
 @pytest.mark.parametrize("source", ["arrays", "generator"])
-def test_optional_input_given_none_trains_as_keras(source):
-    keras_model, loop_model = _optional_input_model(), _optional_input_model()
+def test_optional_input_given_none_trains_as_keras(source, compile_options):
+    keras_model = _optional_input_model(**compile_options)
+    loop_model = _optional_input_model(**compile_options)
     expected = _run(keras_model, source)
     got = _run(ManualLoop(loop_model), source)
     assert got[:2] == expected[:2]
