@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import tensorflow as tf
+
+# predict concatenates its outputs with these: a chunk's steps with
+# `concat`, then the chunks with `potentially_ragged_concat` (a
+# tf.RaggedTensor where the shapes differ) and numpy for all but ragged.
+from keras.src.backend.tensorflow.trainer import concat  # noqa: F401
+from keras.src.backend.tensorflow.trainer import convert_to_np_if_not_ragged
+from keras.src.backend.tensorflow.trainer import potentially_ragged_concat
 
 # Model.__init__, for functional arguments, runs the backend trainer's
 # __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
@@ -35,6 +43,15 @@ from keras.src.trainers.data_adapters.array_slicing import (  # noqa: F401
 # CallbackList flattens logs and turns tensors into floats with this; evaluate
 # returns logs passed through it.
 from keras.src.utils.python_utils import pythonify_logs  # noqa: F401
+
+
+def concatenate_predictions(outputs: list[Any]) -> Any:
+    """predict's return value from its chunks' outputs, as fit's predict."""
+    parts = keras.tree.map_structure(lambda *chunks: list(chunks), *outputs)
+    outputs = keras.tree.map_structure_up_to(
+        outputs[-1], potentially_ragged_concat, parts
+    )
+    return keras.tree.map_structure(convert_to_np_if_not_ragged, outputs)
 
 
 def learning_rate_object(optimizer) -> Any:
@@ -117,6 +134,7 @@ def symbolic_build(model, element_spec) -> None:
     dimension None is fine): fit's `_symbolic_build` reads only shapes and
     dtypes.
     """
+    element_spec = keras.tree.map_structure(none_if_optional, element_spec)
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=element_spec)
 
@@ -145,3 +163,14 @@ def configure_coordination_service(cluster_spec, heartbeat_timeout_s) -> None:
         coordinated_jobs=jobs,
         heartbeat_timeout_in_ms=int(heartbeat_timeout_s * 1000),
     )
+
+
+def none_if_optional(value: Any) -> Any:
+    """None for an input given None, as fit's step sees it; else `value`.
+
+    Arrays carry a `keras.Input(optional=True)` given None as None (spec
+    `tf.NoneTensorSpec`), a generator as an empty `tf.experimental.Optional`;
+    fit's step gets None (`_autoconvert_optionals`).
+    """
+    none = (tf.experimental.Optional, tf.OptionalSpec, tf.NoneTensorSpec)
+    return None if isinstance(value, none) else value

@@ -13,7 +13,6 @@ import threading
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from customfit import _fast_callbacks
@@ -253,7 +252,7 @@ class ManualLoop:
                 if self.model.stop_predicting:
                     break
         callbacks.on_predict_end()
-        return _concatenate(outputs)
+        return _keras_compat.concatenate_predictions(outputs)
 
     def train_epoch(
         self,
@@ -517,9 +516,3 @@ def _explaining_lost_workers(backups: BackupCallback):
                 f"from the backup {path} (epoch {epoch}, step {step})",
             )
         ) from error
-
-
-def _concatenate(outputs: list[Any]) -> Any:
-    return keras.tree.map_structure(
-        lambda *parts: np.concatenate(parts), *outputs
-    )

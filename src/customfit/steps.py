@@ -22,8 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
+
+from customfit import _keras_compat
 
 
 class StepFunction:
@@ -147,8 +148,8 @@ def make_predict_function(
         run_eagerly: Overrides `model.run_eagerly` when not None.
 
     Returns:
-        A `StepFunction` returning the chunk's outputs as numpy arrays (the
-        same structure as the model's output).
+        A `StepFunction` returning the chunk's outputs as tensors (the same
+        structure as the model's output), concatenated as fit does.
     """
     strategy = model.distribute_strategy
     steps_per_execution = model.steps_per_execution or 1
@@ -163,26 +164,27 @@ def make_predict_function(
         )
 
     def distributed_step(iterator):
-        outputs = strategy.run(one_step, args=(next(iterator),))
+        step = _optionals_to_none(one_step)  # as fit, outside the XLA step
+        outputs = strategy.run(step, args=(next(iterator),))
         return reduce_per_replica(outputs, strategy, "concat")
 
     compiled = None
     if not eager:
         distributed_step = compiled = tf.function(
-            distributed_step, reduce_retracing=True
+            distributed_step, reduce_retracing=True, autograph=False
         )
 
     def run(iterator):
-        outputs = [distributed_step(iterator)]
+        outputs = distributed_step(iterator)
         for _ in range(steps_per_execution - 1):
             try:
-                outputs.append(distributed_step(iterator))
+                step_outputs = distributed_step(iterator)
             except (StopIteration, tf.errors.OutOfRangeError):
                 break
-        return tf.nest.map_structure(
-            lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
-            *outputs,
-        )
+            outputs = keras.tree.map_structure(
+                lambda a, b: _keras_compat.concat([a, b]), outputs, step_outputs
+            )
+        return outputs
 
     return StepFunction(
         run,
@@ -216,14 +218,16 @@ def _make_function(
             # identity), so the weights are the same, bitwise.
             one_step = step
         return StepFunction(
-            _eager_chunk(one_step, steps_per_execution),
+            _eager_chunk(_optionals_to_none(one_step), steps_per_execution),
             steps_per_execution=steps_per_execution,
         )
     one_step = tf.function(
         one_step, reduce_retracing=True, jit_compile=model.jit_compile
     )
     chunk = tf.function(
-        _graph_chunk(one_step, steps_per_execution), reduce_retracing=True
+        _graph_chunk(one_step, steps_per_execution),
+        reduce_retracing=True,
+        autograph=False,  # as fit: a step error reads as raised
     )
     return StepFunction(
         chunk,
@@ -244,6 +248,7 @@ def _is_default_strategy(strategy: tf.distribute.Strategy) -> bool:
 def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
     """A chunk of steps as one graph: the first step, then a while loop."""
 
+    compiled_step, one_step = one_step, _optionals_to_none(one_step)
     if steps_per_execution == 1:
 
         def single(iterator):
@@ -273,7 +278,7 @@ def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
             return step + 1, outputs, next_data
 
         first = iterator.get_next_as_optional()
-        outputs = _zero_outputs(one_step, first.element_spec)
+        outputs = _zero_outputs(compiled_step, first.element_spec)
         step = tf.constant(0)
         if outputs is None:  # outputs of unknown shape: run one step first
             outputs, step = one_step(iterator.get_next()), tf.constant(1)
@@ -288,6 +293,9 @@ def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
 
 def _zero_outputs(one_step: Callable, element_spec: Any) -> Any:
     """Zeros shaped like one step's outputs, or None if a shape is unknown."""
+    element_spec = keras.tree.map_structure(
+        _keras_compat.none_if_optional, element_spec
+    )
     concrete = one_step.get_concrete_function(element_spec)
     specs = tf.nest.flatten(concrete.structured_outputs)
     if not all(spec.shape.is_fully_defined() for spec in specs):
@@ -296,6 +304,15 @@ def _zero_outputs(one_step: Callable, element_spec: Any) -> Any:
         lambda spec: tf.zeros(spec.shape, spec.dtype),
         concrete.structured_outputs,
     )
+
+
+def _optionals_to_none(one_step: Callable) -> Callable:
+    def call(data):
+        return one_step(
+            keras.tree.map_structure(_keras_compat.none_if_optional, data)
+        )
+
+    return call
 
 
 def _eager_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
