@@ -59,14 +59,3 @@ NEEDS_PACKAGE = {
 KERAS_INTERNALS = {}
 
 EXPECTED = {**NEEDS_PACKAGE, **KERAS_INTERNALS}
-
-# Expected to pass once on_train_end-after-error is fixed (issue 12,
-# failure 3, owned by the rewrite of fit's error guarding): when fit raises,
-# ManualLoop calls on_train_end and Keras does not. Delete these entries
-# after merging that fix; test_keras_suite.py then fails until they go.
-UNTIL_ON_TRAIN_END_FIX = {
-    "keras/src/callbacks/terminate_on_nan_test.py::TerminateOnNaNTest::test_raise_error_terminate_does_not_trigger_on_train_end": (
-        "True is not false",
-        "asserts on_train_end is not called when TerminateOnNaN(raise_error=True) raises",
-    ),
-}

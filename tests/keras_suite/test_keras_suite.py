@@ -71,7 +71,7 @@ def test_keras_own_tests_pass_through_manual_loop(tmp_path):
     assert summary.exists(), result.stdout[-5000:] + result.stderr[-5000:]
     tests = json.loads(summary.read_text())["tests"]
 
-    known = {**expected.EXPECTED, **expected.UNTIL_ON_TRAIN_END_FIX}
+    known = expected.EXPECTED
     unexpected = {
         test: entry["error"]
         for test, entry in tests.items()
