@@ -77,12 +77,6 @@ BAD_FIT_CALLS = [
         "`validation_data` must have the same structure",
     ),
     (
-        "batch-size-with-dataset",
-        lambda: dict(x=dataset(), batch_size=8),
-        customfit.InputValueError,
-        "`batch_size` cannot be given",
-    ),
-    (
         "steps-per-epoch-zero",
         lambda: dict(x=dataset(), steps_per_epoch=0),
         customfit.InputValueError,

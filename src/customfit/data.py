@@ -486,16 +486,11 @@ def _check_dataset(dataset, y, sample_weight, batch_size, steps, argument):
                     f"and drop the `{name}` argument",
                 )
             )
-    if batch_size is not None:
-        raise InputValueError(
-            message(
-                f"`batch_size` cannot be given when `{argument}` is a "
-                "tf.data.Dataset: the dataset sets its own batches.",
-                expected="batch_size=None",
-                received=f"batch_size={batch_size}",
-                fix="drop `batch_size`, or batch the dataset with "
-                "dataset.batch(...)",
-            )
+    if batch_size is not None:  # fit ignores it too (without a word)
+        warnings.warn(
+            f"`batch_size={batch_size}` is ignored: `{argument}` is a "
+            "tf.data.Dataset, which sets its own batches (as in fit).",
+            stacklevel=4,
         )
     cardinality = int(dataset.cardinality())
     if cardinality == 0:
