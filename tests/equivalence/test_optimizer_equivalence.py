@@ -62,6 +62,17 @@ def optimizer_classes():
     return sorted(found, key=lambda cls: cls.__name__)
 
 
+# Keras' own inconsistency: ScheduleFreeAdamW.build sets its momentum to the
+# weights' values. A compiled fit builds the optimizer while tracing the
+# first step, where that assignment is traced but never run (the momentum
+# stays 0); an eager fit, a fit under a tf.distribute strategy, and
+# ManualLoop build it before the first step, and it runs. Compiled, the
+# reference fit is therefore given a built optimizer, as ManualLoop builds
+# it; test_schedule_free_adamw_compiled_fit_skips_its_build_assignment pins
+# the difference, so a Keras fix shows here.
+BUILT_BEFORE_FIT = {optimizers.ScheduleFreeAdamW}
+
+
 def make(cls):
     return WRAPPERS[cls]() if cls in WRAPPERS else cls(learning_rate=1e-2)
 
@@ -101,7 +112,9 @@ RUNS = [
 ]
 
 
-def train(make_optimizer, mode, model_kind, driver, policy=None):
+def train(
+    make_optimizer, mode, model_kind, driver, policy=None, prebuild=False
+):
     keras.utils.set_random_seed(SEED)
     build = functional if model_kind == "custom" else plain_functional
     if policy:
@@ -111,6 +124,8 @@ def train(make_optimizer, mode, model_kind, driver, policy=None):
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     assert model.jit_compile is (mode == "jit")
+    if prebuild and driver == "keras":
+        model.optimizer.build(model.trainable_variables)
     keras.utils.set_random_seed(SEED + 1)
     fit = model.fit if driver == "keras" else ManualLoop(model).fit
     # 40 samples in batches of 16: a ragged last batch, 3 steps an epoch.
@@ -138,9 +153,10 @@ def op_determinism_off_for_xla(mode):
 
 
 def assert_all_drivers_agree(make_optimizer, mode, policy=None):
+    prebuild = type(make_optimizer()) in BUILT_BEFORE_FIT and mode != "eager"
     with op_determinism_off_for_xla(mode):
         runs = [
-            train(make_optimizer, mode, kind, driver, policy)
+            train(make_optimizer, mode, kind, driver, policy, prebuild)
             for kind, driver in RUNS
         ]
     (reference, reference_history), *others = runs
@@ -181,3 +197,26 @@ def test_optimizer_is_bitwise_equal_under_every_driver(cls, mode):
 def test_optimizer_option_is_bitwise_equal_under_every_driver(option, mode):
     policy = "mixed_float16" if option.startswith("mixed-float16") else None
     assert_all_drivers_agree(OPTIONS[option], mode, policy)
+
+
+@pytest.mark.slow
+def test_schedule_free_adamw_compiled_fit_skips_its_build_assignment():
+    def run(mode, prebuild=False):
+        model, _ = train(
+            lambda: optimizers.ScheduleFreeAdamW(1e-2),
+            mode,
+            "plain",
+            "keras",
+            prebuild=prebuild,
+        )
+        return model.get_weights()
+
+    eager, built = run("eager"), run("compiled", prebuild=True)
+    # Compiled and eager math differ in the last bits: close, not equal.
+    for a, b in zip(eager, built, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # Keras 3.15: built inside the first trace, the momentum starts at 0,
+    # and the weights end far from the eager run's.
+    compiled = run("compiled")
+    gaps = [np.abs(a - b).max() for a, b in zip(compiled, eager, strict=True)]
+    assert max(gaps) > 1e-2
