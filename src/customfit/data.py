@@ -425,7 +425,7 @@ def check_input(
             x, y, sample_weight, batch_size, steps_per_epoch, argument
         )
     elif isinstance(x, keras.utils.PyDataset):
-        return
+        _check_only_x(x, y, sample_weight, argument)
     else:
         _check_arrays(x, y, sample_weight, argument)
 
@@ -471,21 +471,28 @@ def _check_steps(steps: int | None, argument: str) -> None:
         )
 
 
-def _check_dataset(dataset, y, sample_weight, batch_size, steps, argument):
+def _check_only_x(x, y, sample_weight, argument):
+    kind = "tf.data.Dataset" if isinstance(x, tf.data.Dataset) else "PyDataset"
     for name, value in (("y", y), ("sample_weight", sample_weight)):
         if value is not None:
             raise InputValueError(
                 message(
-                    f"`{name}` cannot be given when `{argument}` is a "
-                    "tf.data.Dataset.",
+                    f"`{name}` cannot be given when `{argument}` is a {kind}.",
                     expected=f"{name}=None, with the dataset yielding "
                     "(x, y) or (x, y, sample_weight)",
                     received=f"{name}=<{type(value).__name__}>",
                     fix=f"put the {name} into the dataset: "
                     "tf.data.Dataset.from_tensor_slices((x, y, ...)), "
-                    f"and drop the `{name}` argument",
+                    f"and drop the `{name}` argument"
+                    if kind == "tf.data.Dataset"
+                    else f"return the {name} from the PyDataset's "
+                    f"__getitem__, and drop the `{name}` argument",
                 )
             )
+
+
+def _check_dataset(dataset, y, sample_weight, batch_size, steps, argument):
+    _check_only_x(dataset, y, sample_weight, argument)
     if batch_size is not None:  # fit ignores it too (without a word)
         warnings.warn(
             f"`batch_size={batch_size}` is ignored: `{argument}` is a "

@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from customfit import _fast_callbacks
 from customfit import _keras_compat
@@ -408,7 +409,7 @@ class ManualLoop:
         _check_epochs(epochs, initial_epoch)
         epochs = data.debug_cap(epochs, "max_epochs", "epochs")
         _check_callbacks(callbacks)
-        _check_weights(sample_weight, class_weight)
+        _check_weights(sample_weight, class_weight, x)
         checks.check_class_weight(model, class_weight)
         if validation_split and validation_data is None:
             _check_validation_split(x, validation_split)
@@ -546,7 +547,15 @@ def _check_callbacks(callbacks: Any) -> None:
             )
 
 
-def _check_weights(sample_weight: Any, class_weight: Any) -> None:
+def _check_weights(sample_weight: Any, class_weight: Any, x: Any) -> None:
+    if class_weight is not None and sample_weight is None:
+        # fit refuses sample weights inside the data too, as they arrive.
+        if isinstance(x, keras.utils.PyDataset):
+            sample_weight = x[0][2] if len(x[0]) == 3 else None
+        elif isinstance(x, tf.data.Dataset) and isinstance(
+            x.element_spec, tuple
+        ):
+            sample_weight = x.element_spec[2:] or None
     if sample_weight is not None and class_weight is not None:
         raise InputValueError(
             message(

@@ -30,6 +30,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck
 from hypothesis import Phase
@@ -200,11 +201,15 @@ def configs(draw):
         run_eagerly=draw(st.booleans()),
     )
     fit = {"epochs": draw(st.integers(1, 3))}
-    fit["initial_epoch"] = draw(st.sampled_from([0, 0, 1, fit["epochs"]]))
+    # initial_epoch == epochs trains nothing, and fit then leaves an
+    # unbuilt model unbuilt, where ManualLoop builds it (known, see
+    # docs/identical.md): not drawn.
+    fit["initial_epoch"] = draw(st.integers(0, fit["epochs"] - 1))
     if draw(st.booleans()):
         fit["steps_per_epoch"] = draw(st.integers(1, 6))
     if config["form"] == "numpy":
-        fit["shuffle"] = draw(st.sampled_from([False, True, "batch"]))
+        # shuffle="batch" differs (test_shuffle_batch_differs_from_fit).
+        fit["shuffle"] = draw(st.sampled_from([False, True]))
     if draw(st.booleans()):
         fit["class_weight"] = {0: 0.5, 1: 2.0, 2: 1.0}
     config["sample_weight"] = draw(st.booleans())
@@ -295,3 +300,29 @@ def test_fit_and_manual_loop_agree_or_both_refuse(config):
     assert scores == keras_scores
     for ours, theirs in zip(predictions, keras_predictions, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="found by this fuzzer, not fixed yet: with shuffle='batch' on "
+    "array input the batches are shuffled differently from fit's",
+)
+def test_shuffle_batch_differs_from_fit():
+    config = dict(
+        seed=3,
+        family="functional",
+        layers=(False, False, False),
+        optimizer="sgd",
+        form="numpy",
+        n=25,
+        batch_size=16,
+        pass_batch_size=True,
+        steps_per_execution=1,
+        run_eagerly=False,
+        sample_weight=False,
+        validation_data=False,
+        fit={"epochs": 1, "shuffle": "batch"},
+    )
+    keras_result, result = run(config, "keras")[2], run(config, "manual")[2]
+    assert result.history == keras_result.history
