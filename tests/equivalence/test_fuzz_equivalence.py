@@ -258,6 +258,7 @@ def evaluate_and_predict(model, config, driver):
     return scores, tf.nest.flatten(predictions)
 
 
+@pytest.mark.slow  # the fast profile: about 50 s on a busy 2-core CPU
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
