@@ -186,37 +186,18 @@ class KerasFit(Loop):
 
 
 class ManualLoopFit(KerasFit):
-    """`ManualLoop(model).fit(dataset, verbose=0)`, compiled or eager.
-
-    With `eager_optimizer_update=True` (eager only) the optimizer's update
-    runs op by op too, as in the tutorial's loop, instead of as one compiled
-    function (customfit's default for eager steps).
-    """
+    """`ManualLoop(model).fit(dataset, verbose=0)`, compiled or eager."""
 
     label = "ManualLoop"
 
-    def __init__(
-        self, *args: Any, eager_optimizer_update: bool = False, **kwargs: Any
-    ):
-        super().__init__(*args, **kwargs)
-        self.eager_optimizer_update = eager_optimizer_update
-        if eager_optimizer_update:
-            self.label = (
-                "ManualLoop(run_eagerly=True, eager_optimizer_update=True)"
-            )
-
     @property
     def key(self) -> str:
-        if self.eager and self.eager_optimizer_update:
-            return "manual_loop/eager/eager-update"
         if self.eager:
             return "manual_loop/eager"
         return f"manual_loop/spe={self.steps_per_execution}"
 
     def _start(self) -> None:
-        self.model = self._build(
-            eager_optimizer_update=self.eager_optimizer_update
-        )
+        self.model = self._build()
         self.loop = ManualLoop(self.model, run_eagerly=self.eager)
         self._fit(self.dataset.take(1))
 

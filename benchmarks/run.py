@@ -7,8 +7,7 @@
 It trains the tutorial's model (`benchmarks/workload.py`) with each loop of
 `benchmarks/loops.py`: the bare compiled step, `model.fit`, `ManualLoop` at
 each `--steps-per-execution`, the tutorial's eager loop,
-`ManualLoop(run_eagerly=True)` (and again with the optimizer's update eager
-too, `eager_optimizer_update=True`) and `model.fit` with `run_eagerly=True`.
+`ManualLoop(run_eagerly=True)` and `model.fit` with `run_eagerly=True`.
 Each loop gets a fresh model (same seed) and its first batch timed
 (first-step latency: building, tracing, one step).
 Then come rounds, up to `--repeats` of them and as many as fit in
@@ -173,14 +172,6 @@ def make_loops(args: argparse.Namespace) -> list[loops.Loop]:
             )
     order.append(loops.TutorialEager(eager_data, **options))
     order.append(loops.ManualLoopFit(eager_data, run_eagerly=True, **options))
-    order.append(
-        loops.ManualLoopFit(
-            eager_data,
-            run_eagerly=True,
-            eager_optimizer_update=True,
-            **options,
-        )
-    )
     order.append(loops.KerasFit(eager_data, run_eagerly=True, **options))
     for loop in order:
         loop.samples = args.eager_samples if loop.eager else args.samples
@@ -444,14 +435,6 @@ def make_comparisons(
             "manual_loop/eager",
             "tutorial/eager",
             needed=">= 1.00",
-        )
-    )
-    found.append(
-        Comparison(
-            "ManualLoop(run_eagerly=True, eager_optimizer_update=True) / "
-            "tutorial eager loop",
-            "manual_loop/eager/eager-update",
-            "tutorial/eager",
         )
     )
     return [

@@ -49,7 +49,6 @@ def build_model(
     steps_per_execution: int = 1,
     jit_compile: bool | str = "auto",
     model_class: type[Net] = Net,
-    eager_optimizer_update: bool = False,
 ) -> Net:
     """Returns a fresh, compiled tutorial model; same seed, same weights.
 
@@ -59,8 +58,6 @@ def build_model(
         jit_compile: Passed to `compile` ("auto" is fit's default: no XLA
             on a CPU-only machine).
         model_class: `Net` or a subclass (the trace counter uses one).
-        eager_optimizer_update: Passed to `compile`: whether an eager step
-            runs the optimizer's update op by op too.
 
     Returns:
         A compiled model; its variables are created by the first step, as
@@ -74,7 +71,6 @@ def build_model(
         metrics=[accuracy_metric()],
         steps_per_execution=steps_per_execution,
         jit_compile=jit_compile,
-        eager_optimizer_update=eager_optimizer_update,
     )
     return model
 

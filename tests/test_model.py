@@ -135,6 +135,51 @@ def test_compute_loss_hook_replaces_the_loss():
     np.testing.assert_allclose(logs["loss"], expected, rtol=1e-6)
 
 
+def _fit_with(driver, model, **kwargs):
+    keras.utils.set_random_seed(1)
+    fit = model.fit if driver == "keras" else ManualLoop(model).fit
+    return fit(X, Y, batch_size=8, epochs=2, verbose=0, **kwargs).history
+
+
+@pytest.mark.parametrize("driver", ["keras", "manual"])
+def test_compute_loss_without_training_argument_works_as_in_keras(driver):
+    # The signature from before Keras 3.3: Keras' trainer checks it and
+    # leaves `training` out; the arguments go by position, as there.
+    def mae_loss(self, inputs, targets, predictions, weights=None):
+        self.seen.append(inputs.shape[1])
+        return keras.ops.mean(keras.ops.abs(targets - predictions))
+
+    class OldLoss(CustomModel):
+        seen = []
+        compute_loss = mae_loss
+
+    class PlainOldLoss(keras.Model):
+        seen = []
+        compute_loss = mae_loss
+
+    model, plain = functional(OldLoss), functional(PlainOldLoss)
+    history = _fit_with(driver, model, validation_data=(X, Y))
+    assert history == _fit_with("keras", plain, validation_data=(X, Y))
+    for ours, theirs in zip(model.weights, plain.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert OldLoss.seen and set(OldLoss.seen) == {4}  # train and test steps
+    loop = ManualLoop(model)
+    assert loop.evaluate(X, Y, verbose=0) == plain.evaluate(X, Y, verbose=0)
+
+
+def test_compile_config_of_the_removed_eager_update_option_still_loads():
+    # customfit 0.1 saved `eager_optimizer_update` in the compile config;
+    # eager steps now always run Keras' own update, so it is dropped.
+    model = functional()
+    config = {**model.get_compile_config(), "eager_optimizer_update": True}
+    loaded = functional()
+    loaded.compile_from_config(config)
+    assert loaded.compiled
+    assert "eager_optimizer_update" not in loaded.get_compile_config()
+    _fit_with("manual", loaded)
+    assert loaded.optimizer.iterations.numpy() == 8
+
+
 def test_compute_gradients_and_forward_hooks_are_called():
     calls = []
 

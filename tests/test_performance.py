@@ -306,7 +306,6 @@ def test_benchmark_command_runs_and_writes_its_tables(tmp_path):
         "manual_loop/spe=8",
         "manual_loop/spe=32",
         "manual_loop/eager",
-        "manual_loop/eager/eager-update",
         "tutorial/eager",
     }
     assert all(check["met"] for check in results["checks"])  # traces, RSS

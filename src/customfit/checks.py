@@ -86,6 +86,10 @@ _VALIDATION_IS_DATASET = Condition(
 _SEVERAL_OUTPUTS = Condition(
     "the model has several outputs", lambda call: len(_outputs(call)) > 1
 )
+_WEIGHTS_IN_DATA = Condition(
+    "`x` yields sample weights",
+    lambda call: _yields_sample_weights(call["x"]),
+)
 _FOLD = (
     "fold the class weights into the sample weights: "
     "sample_weight = sample_weight * class_weights[y]"
@@ -287,7 +291,11 @@ ARGUMENTS: tuple[Argument, ...] = (
         _FIT,
         (dict,),
         check=_check_class_weight,
-        excludes=(("sample_weight", _FOLD), (_SEVERAL_OUTPUTS, _PER_OUTPUT)),
+        excludes=(
+            ("sample_weight", _FOLD),
+            (_WEIGHTS_IN_DATA, _FOLD),
+            (_SEVERAL_OUTPUTS, _PER_OUTPUT),
+        ),
     ),
     Argument(
         "sample_weight",
@@ -508,6 +516,14 @@ def _short(value):
             f" of shape {tuple(shape)}>" if shape is not None else ">"
         )
     return text
+
+
+def _yields_sample_weights(x):
+    """Whether a dataset's batches are (x, y, sample_weight), as fit reads."""
+    if isinstance(x, keras.utils.PyDataset):
+        return isinstance(x[0], tuple) and len(x[0]) == 3
+    spec = getattr(x, "element_spec", None)
+    return isinstance(spec, tuple) and len(spec) == 3
 
 
 def _outputs(call):

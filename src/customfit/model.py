@@ -19,6 +19,7 @@ the rest, and both drivers (`fit` and `ManualLoop`), stay the same.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +30,6 @@ import tensorflow as tf
 from customfit import _keras_compat
 from customfit import checks
 from customfit import distribute
-from customfit import eager_update
 from customfit import errors
 
 
@@ -123,16 +123,14 @@ class CustomModel(keras.Model):
         return super().fit(*args, **kwargs)
 
     _skipped_steps = None
-    _eager_update: eager_update.EagerUpdate | None = None
 
     def compile(
         self,
         *args: Any,
         skip_nonfinite_steps: bool = False,
-        eager_optimizer_update: bool = False,
         **kwargs: Any,
     ) -> None:
-        """`keras.Model.compile`, plus two options of customfit's steps.
+        """`keras.Model.compile`, plus an option of customfit's step.
 
         Args:
             *args: Passed to `keras.Model.compile`.
@@ -143,12 +141,6 @@ class CustomModel(keras.Model):
                 `skipped_steps`, the number skipped this epoch. Off by
                 default, as in Keras: a NaN then reaches the weights, and
                 `keras.callbacks.TerminateOnNaN` stops the run.
-            eager_optimizer_update: When steps run eagerly
-                (`run_eagerly=True`), run the optimizer's own update op by
-                op too. By default it runs as one compiled function (about
-                10x faster for Adam; your step and hooks still run eagerly):
-                see `customfit.eager_update`. Turn this on to step through
-                a custom optimizer's `update_step` in a debugger.
             **kwargs: Passed to `keras.Model.compile`.
         """
         checks.check_call(
@@ -160,17 +152,12 @@ class CustomModel(keras.Model):
             if skip_nonfinite_steps
             else None
         )
-        self._eager_update = (
-            None if eager_optimizer_update else eager_update.EagerUpdate()
-        )
 
     def get_compile_config(self) -> dict[str, Any] | None:
-        """Keras' compile config, plus customfit's options that are on."""
+        """Keras' compile config, plus `skip_nonfinite_steps` when it is on."""
         config = super().get_compile_config()
         if config is not None and self._skipped_steps is not None:
             config = {**config, "skip_nonfinite_steps": True}
-        if config is not None and self._eager_update is None:
-            config = {**config, "eager_optimizer_update": True}
         return config
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
@@ -189,12 +176,12 @@ class CustomModel(keras.Model):
             super().compile_from_config(config)
             return
         config = dict(config)
-        options = {
-            name: bool(config.pop(name, False))
-            for name in ("skip_nonfinite_steps", "eager_optimizer_update")
-        }
+        skip_nonfinite_steps = bool(config.pop("skip_nonfinite_steps", False))
+        # Saved by customfit 0.1, whose eager steps could compile Keras'
+        # update; eager steps now always run Keras' own, so it is dropped.
+        config.pop("eager_optimizer_update", None)
         config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config, **options)
+        self.compile(**config, skip_nonfinite_steps=skip_nonfinite_steps)
         if self.optimizer is not None and self.built:
             # Create the optimizer's variables, so the loader restores them.
             self.optimizer.build(self.trainable_variables)
@@ -222,13 +209,7 @@ class CustomModel(keras.Model):
         with tf.GradientTape() as tape:
             y_pred = self.forward(x, training=True)
             checks.check_hook_result(self, "forward", y_pred)
-            loss = self.compute_loss(
-                x=x,
-                y=y,
-                y_pred=y_pred,
-                sample_weight=sample_weight,
-                training=True,
-            )
+            loss = self._compute_loss(x, y, y_pred, sample_weight, True)
             checks.check_hook_result(self, "compute_loss", loss)
             if self._skipped_steps is None:
                 self.track_loss(loss, x)
@@ -267,9 +248,7 @@ class CustomModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self.forward(x, training=False)
         checks.check_hook_result(self, "forward", y_pred)
-        loss = self.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
-        )
+        loss = self._compute_loss(x, y, y_pred, sample_weight, False)
         checks.check_hook_result(self, "compute_loss", loss)
         self.track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -299,6 +278,18 @@ class CustomModel(keras.Model):
         if "training" in self.call_signature_parameters:
             return self(x, training=training)
         return self(x)
+
+    def _compute_loss(self, x, y, y_pred, sample_weight, training):
+        """`compute_loss`, also when an override predates `training`.
+
+        As Keras' trainer does: the arguments go by position, and `training`
+        only to an override that takes it (it came with Keras 3.3).
+        """
+        if "training" in inspect.signature(self.compute_loss).parameters:
+            return self.compute_loss(
+                x, y, y_pred, sample_weight, training=training
+            )
+        return self.compute_loss(x, y, y_pred, sample_weight)
 
     def track_loss(self, loss: Any, x: Any) -> None:
         """Records `loss` in the "loss" metric, weighted by the batch size.
@@ -418,22 +409,12 @@ class CustomModel(keras.Model):
     ) -> None:
         """Applies one optimizer update; override to clip or skip updates.
 
-        When the step runs eagerly, the optimizer's update itself runs as
-        one compiled function (see `compile`'s `eager_optimizer_update`).
-
         Args:
             gradients: List of tensors, one per entry of `variables`.
             variables: The variables to update, usually
                 `self.trainable_weights`.
         """
-        if self._eager_update is None:
-            self.optimizer.apply_gradients(
-                zip(gradients, variables, strict=True)
-            )
-        else:
-            self._eager_update.apply(
-                self.optimizer, list(gradients), list(variables)
-            )
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
 
 def _assign_add(variable: keras.Variable, value: Any) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import customfit
 from customfit import CustomModel
 from customfit import ManualLoop
 
@@ -381,6 +382,40 @@ def test_evaluate_and_predict_on_datasets_with_steps_per_execution():
     np.testing.assert_array_equal(
         loop.predict(ds, verbose=0), model.predict(ds, verbose=0)
     )
+
+
+def test_batch_size_with_a_dataset_is_ignored_as_fit_ignores_it():
+    # Found by the fuzzer: ManualLoop refused what fit silently ignores.
+    config = Config("tf-data", subclassed, lambda: dict(x=_dataset()))
+    keras_model, keras_history = train(config, driver="keras", epochs=1)
+    config.fit_kwargs = lambda: dict(x=_dataset(), batch_size=4)
+    with pytest.warns(UserWarning, match="`batch_size=4` is ignored"):
+        loop_model, loop_history = train(config, driver="manual", epochs=1)
+    assert_same_weights(keras_model, loop_model)
+    assert loop_history.history == keras_history.history
+
+
+REFUSED_BY_BOTH = {
+    # Found by the fuzzer: ManualLoop passed on fit's own ValueError.
+    "py-dataset-with-sample-weight": lambda: dict(
+        x=_Batches(), sample_weight=np.ones(len(X))
+    ),
+    "class-weight-with-weights-in-a-dataset": lambda: dict(
+        x=tf.data.Dataset.from_tensor_slices((X, Y, np.ones(len(X)))).batch(8),
+        class_weight={0: 1.0, 1: 2.0, 2: 1.0},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BY_BOTH)
+def test_both_drivers_refuse_and_manual_loop_refuses_first(case):
+    model = functional()
+    with pytest.raises(ValueError):
+        model.fit(**REFUSED_BY_BOTH[case](), verbose=0)
+    model = functional()
+    with pytest.raises(customfit.InputValueError, match="cannot"):
+        ManualLoop(model).fit(**REFUSED_BY_BOTH[case](), verbose=0)
+    assert model.optimizer.iterations.numpy() == 0
 
 
 def test_custom_model_default_step_equals_plain_keras_model():
