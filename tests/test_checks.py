@@ -440,7 +440,7 @@ def test_labels_per_output_are_counted():
 
 def test_a_step_of_its_own_may_take_data_without_labels():
     class Unsupervised(CustomModel):
-        def compute_loss(self, x=None, y=None, y_pred=None, **kwargs):
+        def compute_loss(self, x, y, y_pred, sample_weight, training=True):
             return keras.ops.mean(keras.ops.square(y_pred))
 
     inputs = keras.Input((4,))

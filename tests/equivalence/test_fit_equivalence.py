@@ -384,17 +384,6 @@ def test_evaluate_and_predict_on_datasets_with_steps_per_execution():
     )
 
 
-def test_batch_size_with_a_dataset_is_ignored_as_fit_ignores_it():
-    # Found by the fuzzer: ManualLoop refused what fit silently ignores.
-    config = Config("tf-data", subclassed, lambda: dict(x=_dataset()))
-    keras_model, keras_history = train(config, driver="keras", epochs=1)
-    config.fit_kwargs = lambda: dict(x=_dataset(), batch_size=4)
-    with pytest.warns(UserWarning, match="`batch_size=4` is ignored"):
-        loop_model, loop_history = train(config, driver="manual", epochs=1)
-    assert_same_weights(keras_model, loop_model)
-    assert loop_history.history == keras_history.history
-
-
 REFUSED_BY_BOTH = {
     # Found by the fuzzer: ManualLoop passed on fit's own ValueError.
     "py-dataset-with-sample-weight": lambda: dict(
