@@ -979,11 +979,11 @@ def test_without_step_timer_the_step_function_is_untouched():
 
 
 def test_step_timer_relies_on_the_single_compiled_step():
-    # StepTimer runs `StepFunction._compiled_step` on batches fetched in
+    # StepTimer runs `StepFunction.compiled_step` on batches fetched in
     # Python; if steps.py renames or reshapes it, this fails plainly.
     model = _model()
     train_function = steps.make_train_function(model)
     batch = next(iter(_dataset(X, Y)))
-    logs = train_function._compiled_step(batch)
+    logs = train_function.compiled_step(batch)
     assert set(logs) == {"loss", "mae"}
     assert int(model.optimizer.iterations) == 1

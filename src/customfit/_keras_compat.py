@@ -13,6 +13,9 @@ from typing import Any
 
 import tensorflow as tf
 
+# fit reduces the outputs of `strategy.run` over the replicas with this.
+from keras.src.backend.tensorflow.trainer import reduce_per_replica  # noqa: F401
+
 # Model.__init__, for functional arguments, runs the backend trainer's
 # __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
 # every class above the model's class to insert Functional. For a shared base

@@ -368,7 +368,7 @@ def debug_cap(value: int | None, setting: str, name: str) -> int | None:
     `keras.config.set_max_epochs(n)` and `set_max_steps_per_epoch(n)` (or
     the `KERAS_MAX_EPOCHS` and `KERAS_MAX_STEPS_PER_EPOCH` environment
     variables) shorten every run for a quick check; fit honours them, with
-    the same warning, and so does ManualLoop. `None` means no limit.
+    a warning, and so does ManualLoop. `None` means no limit.
 
     Args:
         value: The epochs or steps per epoch asked for (None: all batches).
@@ -381,7 +381,11 @@ def debug_cap(value: int | None, setting: str, name: str) -> int | None:
     read_cap = getattr(keras.config, setting, None)  # Keras >= 3.6
     cap = read_cap() if read_cap is not None else None
     if cap and (value is None or cap < value):
-        warnings.warn(f"Limiting {name} to {cap}", stacklevel=3)
+        warnings.warn(
+            f"Training runs {name}={cap}: keras.config.set_{setting}({cap}) "
+            "caps it.",
+            stacklevel=3,
+        )
         return cap
     return value
 
@@ -582,9 +586,8 @@ def _check_arrays(x, y, sample_weight, argument):
 
 def _warn_out_of_data() -> None:
     warnings.warn(
-        "Your input ran out of data; interrupting training. Make sure that "
-        "your dataset or generator can generate at least "
-        "`steps_per_epoch * epochs` batches. You may need to use the "
-        "`.repeat()` function when building your dataset.",
+        "The input ended before `steps_per_epoch * epochs` batches, so "
+        "training stops here. Fix: `.repeat()` the dataset, or lower "
+        "`steps_per_epoch`.",
         stacklevel=4,
     )

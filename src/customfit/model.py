@@ -235,7 +235,9 @@ class CustomModel(keras.Model):
                 self._apply_if_finite(loss, x, gradients, variables)
         else:
             warnings.warn(
-                "The model does not have any trainable weights.", stacklevel=2
+                "Nothing to train: the model has no trainable weights, so "
+                "this step updates no weight.",
+                stacklevel=2,
             )
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

@@ -25,12 +25,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from customfit import _keras_compat
+
 
 class StepFunction:
     """A compiled (or eager) chunk of steps; the loop calls it per chunk.
 
     Attributes:
         steps_per_execution: The most steps one call runs.
+        compiled_step: The single step as a `tf.function` taking one batch,
+            or None when steps run eagerly.
         is_compiled: Whether the step runs as a `tf.function`.
         jit_compile: Whether the step is compiled with XLA.
     """
@@ -45,7 +49,7 @@ class StepFunction:
         counts_steps: bool = False,
     ):
         self._run = run
-        self._compiled_step = compiled_step
+        self.compiled_step = compiled_step
         self.steps_per_execution = steps_per_execution
         self.is_compiled = compiled_step is not None
         self.jit_compile = bool(jit_compile) and self.is_compiled
@@ -98,9 +102,9 @@ class StepFunction:
     @property
     def tracing_count(self) -> int:
         """How many times the single step was traced (0 when eager)."""
-        if self._compiled_step is None:
+        if self.compiled_step is None:
             return 0
-        return self._compiled_step.experimental_get_tracing_count()
+        return self.compiled_step.experimental_get_tracing_count()
 
 
 def make_train_function(
@@ -316,41 +320,24 @@ def _eager_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
 def reduce_per_replica(
     values: Any, strategy: tf.distribute.Strategy, reduction: str
 ) -> Any:
-    """Reduces the per-replica outputs of `strategy.run` as fit reduces them.
+    """Reduces the per-replica outputs of `strategy.run` as fit does.
 
     Args:
         values: A structure of tensors or `PerReplica` values.
         strategy: The strategy that produced them.
-        reduction: `"auto"` (the mean of the replicas' values, or the first
-            replica's on TPU, as fit), `"mean"`, `"first"`, `"sum"` or
-            `"concat"` (predictions).
+        reduction: `"auto"` (fit's: the mean, or the first replica's on
+            TPU), `"mean"`, `"first"`, `"sum"` or `"concat"` (predictions).
 
     Returns:
         The same structure with one tensor per leaf.
     """
-    if reduction == "auto":
-        is_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
-        reduction = "first" if is_tpu else "mean"
-
     multi_worker = isinstance(
         strategy, tf.distribute.MultiWorkerMirroredStrategy
     )
-
-    def reduce(value):
-        if multi_worker and reduction in ("mean", "sum"):
-            # All-reduce across workers: each worker holds only its replicas.
-            return strategy.reduce(reduction.upper(), value, axis=None)
-        if multi_worker and reduction == "concat":
-            return strategy.gather(value, axis=0)
-        if not isinstance(value, tf.distribute.DistributedValues):
-            return value
-        local = strategy.experimental_local_results(value)
-        if reduction == "first":
-            return local[0]
-        if reduction == "concat":
-            return tf.concat(local, axis=0)
-        if reduction == "sum":
-            return tf.reduce_sum(local)
-        return tf.reduce_mean(local, axis=0)
-
-    return tf.nest.map_structure(reduce, values)
+    if multi_worker and reduction in ("auto", "mean", "sum"):
+        # Keras' reduces across workers along axis 0, which fails on scalars.
+        reduction = "MEAN" if reduction == "auto" else reduction.upper()
+        return tf.nest.map_structure(
+            lambda value: strategy.reduce(reduction, value, axis=None), values
+        )
+    return _keras_compat.reduce_per_replica(values, strategy, reduction)
