@@ -108,6 +108,8 @@ class BackupCallback(keras.callbacks.Callback):
     end of an epoch holds that epoch's History entry.
     """
 
+    reads_batch_logs = False  # see customfit._fast_callbacks
+
     def __init__(
         self,
         config: Backup | None,

@@ -34,14 +34,12 @@ class _IteratorReaper:
     """Deletes the iterators a `Batches` is done with, off the training thread.
 
     Deleting a `tf.data` iterator waits for the pipeline's autotuning thread,
-    which sleeps between optimization rounds for longer and longer periods
-    (about 2.5 s once a pass has run a few seconds, TensorFlow 2.21). The
-    thread that drops the last reference to an iterator can therefore stall
-    for up to that long at the end of an epoch, in fit and in a plain `for`
-    loop alike (measured: 5-30% of epochs of the tutorial's model here).
-    Retired iterators go to one daemon thread instead, which waits until it
-    holds the last reference (the training loop may still hold one for a
-    moment), then lets go of it there.
+    which sleeps between optimization rounds for up to seconds, so the
+    thread that drops the last reference can stall at the end of an epoch,
+    in fit and in a plain `for` loop alike (docs/performance.md). Retired
+    iterators go to one daemon thread instead, which waits until it holds
+    the last reference (the loop may still hold one for a moment), then
+    lets go of it there.
     """
 
     _LAST_REFERENCE_WAIT_S = 30.0
@@ -189,9 +187,8 @@ class Batches:
         return self._iterator
 
     # An iterator younger than this is deleted on the spot: its autotuning
-    # thread still sleeps for milliseconds only, and handing every short
-    # pass's iterator to another thread makes memory churn (a 50-epoch soak
-    # of 30 ms epochs grew 15-21 MB that way, against 1 MB).
+    # thread still sleeps briefly, and handing every short pass's iterator
+    # to another thread only churns memory.
     _REAPER_MIN_AGE_S = 0.5
 
     def _retire_iterator(self) -> None:

@@ -17,7 +17,6 @@ function, so the two drivers run the same graph:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -55,12 +54,6 @@ class StepFunction:
         self.jit_compile = bool(jit_compile) and self.is_compiled
         # A graph chunk of several steps also returns how many ran.
         self._counts_steps = counts_steps
-        # The chunk's concrete function for the iterator it was last called
-        # with (a weak reference): the loop calls it once per chunk with the
-        # same iterator all epoch long, and calling the concrete function
-        # skips tf.function's argument binding and cache lookup per call.
-        self._concrete: Any = None
-        self._concrete_for: Any = None
 
     def __call__(self, iterator: Any) -> Any:
         """Runs up to `steps_per_execution` steps; returns the last logs.
@@ -69,13 +62,7 @@ class StepFunction:
             StopIteration: If `iterator` had no batch left.
         """
         try:
-            if self._concrete_for is not None and (
-                self._concrete_for() is iterator
-            ):
-                outputs = self._concrete(iterator)
-            else:
-                outputs = self._run(iterator)
-                self._remember_concrete(iterator)
+            outputs = self._run(iterator)
         except tf.errors.OutOfRangeError:
             raise StopIteration from None
         if not self._counts_steps:
@@ -84,20 +71,6 @@ class StepFunction:
         if int(steps_run) == 0:  # one host sync per chunk of steps
             raise StopIteration
         return outputs
-
-    def _remember_concrete(self, iterator: Any) -> None:
-        self._concrete = self._concrete_for = None
-        get_concrete_function = getattr(
-            self._run, "get_concrete_function", None
-        )
-        if get_concrete_function is None:  # eager, or predict's Python loop
-            return
-        try:
-            concrete_for = weakref.ref(iterator)
-        except TypeError:  # not weakly referenceable: no shortcut
-            return
-        self._concrete = get_concrete_function(iterator)
-        self._concrete_for = concrete_for
 
     @property
     def tracing_count(self) -> int:
