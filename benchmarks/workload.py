@@ -175,7 +175,7 @@ class Family:
         build: Returns a fresh, uncompiled model.
         input_shape: One example's shape.
         dtype: The input's dtype; integer inputs are tokens.
-        samples_fraction: Samples per epoch, as a fraction of `--samples`
+        fraction: Samples per epoch, as a fraction of `--samples`
             (a bigger model gets fewer, to keep epochs short).
     """
 
@@ -184,7 +184,7 @@ class Family:
     build: Callable[[], keras.Model]
     input_shape: tuple[int, ...]
     dtype: str = "float32"
-    samples_fraction: float = 1.0
+    fraction: float = 1.0
 
 
 FAMILIES = (
