@@ -739,6 +739,7 @@ def _run_case(driver, case, directory, capsys, monkeypatch):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CALLBACK_CASES, ids=str)
 def test_builtin_callback_gives_fits_result(
     case, tmp_path, capsys, monkeypatch, every_progbar_update
@@ -796,6 +797,7 @@ def _interrupted_then_resumed(driver, directory, save_freq, interrupt):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "save_freq, interrupt",
     [("epoch", {"epoch": 2}), (3, {"step": 13})],
@@ -815,6 +817,7 @@ def test_backup_and_restore_resumes_as_fit_resumes(
     assert first_epoch[0] == "on_epoch_begin" and first_epoch[1] > 0
 
 
+@pytest.mark.slow
 def test_resuming_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path):
     resumed = _interrupted_then_resumed(
         "manual", str(tmp_path), "epoch", _Interrupt(epoch=2)

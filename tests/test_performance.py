@@ -239,6 +239,7 @@ print("reaper started:", data._reaper._thread.is_alive())
 """
 
 
+@pytest.mark.slow
 def test_reaper_thread_is_ended_before_the_interpreter_exits(tmp_path):
     # Python unwinds a daemon thread still running at exit; inside
     # TensorFlow's C++ (deleting an iterator) that aborts the process with

@@ -383,6 +383,7 @@ def test_evaluate_and_predict_on_datasets_with_steps_per_execution():
     )
 
 
+@pytest.mark.slow
 def test_custom_model_default_step_equals_plain_keras_model():
     results = {}
     for name, build in (("custom", functional), ("plain", plain_functional)):
