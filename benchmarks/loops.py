@@ -1,13 +1,15 @@
 """The training loops the benchmark compares, each timed one epoch at a time.
 
-Every loop trains its own fresh tutorial model (same seed, so the same
-initial weights) on the same dataset:
+Every loop trains its own fresh model (same seed, so the same initial
+weights) on the same dataset: the tutorial's, or with `family` one of
+`workload.FAMILIES` (then only `KerasFit` and `ManualLoopFit`):
 
 - `BareStep`: `tf.function(model.train_step)` called in a plain Python loop
   over the prefetched dataset: the practical limit of a Python-driven loop;
 - `KerasFit`: `model.fit(verbose=0)`, compiled or with `run_eagerly=True`;
 - `ManualLoopFit`: `ManualLoop(model).fit(verbose=0)`, compiled or, with
-  `run_eagerly=True`, eager (the debugging mode);
+  `run_eagerly=True`, eager (the debugging mode); eager steps run Keras' own
+  optimizer update, op by op;
 - `TutorialEager`: the tutorial's own `GradientTape` loop, run eagerly.
 
 `start()` builds the model and runs the first batch, and returns how long a
@@ -74,11 +76,13 @@ class EpochStart(keras.callbacks.Callback):
 
 
 class Loop:
-    """One way of training the tutorial model; see the module docstring.
+    """One way of training a model; see the module docstring.
 
     Attributes:
-        key: A short unique id, e.g. "manual_loop/spe=32".
+        key: A short unique id, e.g. "manual_loop/spe=32" or, for a family,
+            "lstm/manual_loop/spe=32".
         label: How the tables name it.
+        family: The `workload.Family` trained, or None for the tutorial's.
         steps_per_execution: Steps per call of the compiled function.
         eager: Whether the step runs uncompiled.
     """
@@ -94,11 +98,13 @@ class Loop:
         steps_per_execution: int = 1,
         jit_compile: bool | str = "auto",
         seed: int = 0,
+        family: workload.Family | None = None,
     ):
         self.dataset = dataset
         self.steps_per_execution = steps_per_execution
         self.jit_compile = jit_compile
         self.seed = seed
+        self.family = family
         self.model: keras.Model | None = None
 
     def start(self) -> float:
@@ -117,13 +123,15 @@ class Loop:
     def _start(self) -> None:
         raise NotImplementedError
 
-    def _build(self, **kwargs: Any) -> keras.Model:
-        return workload.build_model(
-            seed=self.seed,
-            steps_per_execution=self.steps_per_execution,
-            jit_compile=self.jit_compile,
-            **kwargs,
-        )
+    def _build(self) -> keras.Model:
+        options = {
+            "seed": self.seed,
+            "steps_per_execution": self.steps_per_execution,
+            "jit_compile": self.jit_compile,
+        }
+        if self.family is not None:
+            return workload.build_family_model(self.family, **options)
+        return workload.build_model(**options)
 
 
 class BareStep(Loop):
@@ -164,12 +172,16 @@ class KerasFit(Loop):
         self.eager = run_eagerly
         if run_eagerly:
             self.label = f"{self.label}(run_eagerly=True)"
+        if self.family is not None:
+            self.label = f"{self.family.label}: {self.label}"
 
     @property
     def key(self) -> str:
-        if self.eager:
-            return "fit/eager"
-        return f"fit/spe={self.steps_per_execution}"
+        mode = "eager" if self.eager else f"spe={self.steps_per_execution}"
+        family = f"{self.family.name}/" if self.family else ""
+        return f"{family}{self.driver}/{mode}"
+
+    driver = "fit"
 
     def _start(self) -> None:
         self.model = self._build()
@@ -189,12 +201,7 @@ class ManualLoopFit(KerasFit):
     """`ManualLoop(model).fit(dataset, verbose=0)`, compiled or eager."""
 
     label = "ManualLoop"
-
-    @property
-    def key(self) -> str:
-        if self.eager:
-            return "manual_loop/eager"
-        return f"manual_loop/spe={self.steps_per_execution}"
+    driver = "manual_loop"
 
     def _start(self) -> None:
         self.model = self._build()

@@ -7,7 +7,9 @@
 It trains the tutorial's model (`benchmarks/workload.py`) with each loop of
 `benchmarks/loops.py`: the bare compiled step, `model.fit`, `ManualLoop` at
 each `--steps-per-execution`, the tutorial's eager loop,
-`ManualLoop(run_eagerly=True)` and `model.fit` with `run_eagerly=True`.
+`ManualLoop(run_eagerly=True)` and `model.fit(run_eagerly=True)`; then each
+of `--families` (MobileNetV3Small, Embedding + LSTM, a Transformer block)
+with `model.fit` and `ManualLoop` at steps_per_execution 1 and 32.
 Each loop gets a fresh model (same seed) and its first batch timed
 (first-step latency: building, tracing, one step).
 Then come rounds, up to `--repeats` of them and as many as fit in
@@ -18,8 +20,10 @@ the median over the rounds of the two loops' samples/s in that round. Then
 the trace counts (ragged last batch) and the resident memory over 20 epochs
 (in a fresh process).
 
-It prints a Markdown table and writes it, with every raw number, to
-`--out` (default `benchmarks/results/`): `results.md` and `results.json`.
+It prints a summary and the tables in Markdown and writes them, with every
+raw number, to `--out` (default `benchmarks/results/`): `results.md` and
+`results.json`. docs/performance.md includes the `results.md` of
+`docs/_results/` (`--out docs/_results`).
 The exit status is 0 when every target is met, 1 otherwise.
 """
 
@@ -71,22 +75,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--time-budget",
         type=float,
-        default=330.0,
+        default=600.0,
         help="seconds the timed rounds may take: no new pair of rounds "
-        "starts past it (default 330, so the whole run stays under 10 "
-        "minutes on a busy 2-core machine; 0: no limit)",
+        "starts past it (default 600; 0: no limit)",
     )
     parser.add_argument(
         "--eager-samples",
         type=int,
         default=None,
         help="samples per timed epoch of the eager loops (default: "
-        "--samples / 4; samples/s do not depend on it)",
+        "--samples / 8; samples/s do not depend on it)",
     )
     parser.add_argument(
         "--steps-per-execution",
-        default="1,8,32",
-        help="comma-separated values for fit and ManualLoop (default 1,8,32)",
+        default="1,32",
+        help="comma-separated values for fit and ManualLoop (default 1,32)",
+    )
+    parser.add_argument(
+        "--families",
+        default=",".join(family.name for family in workload.FAMILIES),
+        help="comma-separated model families besides the tutorial's "
+        "(default: all; '' for none)",
     )
     parser.add_argument(
         "--jit-compile",
@@ -129,8 +138,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.samples, args.repeats = 1280, 2
     args.eager_samples = args.eager_samples or max(
-        args.batch_size, args.samples // 4
+        args.batch_size, args.samples // 8
     )
+    args.families = [name for name in args.families.split(",") if name]
     args.memory_samples = args.memory_samples or max(
         args.batch_size, args.samples // 4
     )
@@ -175,7 +185,27 @@ def make_loops(args: argparse.Namespace) -> list[loops.Loop]:
     order.append(loops.KerasFit(eager_data, run_eagerly=True, **options))
     for loop in order:
         loop.samples = args.eager_samples if loop.eager else args.samples
+    for family in workload.FAMILIES:
+        if family.name not in args.families:
+            continue
+        samples = max(args.batch_size, int(args.samples * family.fraction))
+        family_data = workload.make_family_dataset(
+            family, samples, args.batch_size, seed=args.seed
+        )
+        for spe, drivers in ((1, FIT_FIRST), (32, FIT_FIRST[::-1])):
+            for driver in drivers:
+                loop = driver(
+                    family_data,
+                    steps_per_execution=spe,
+                    family=family,
+                    **options,
+                )
+                loop.samples = samples
+                order.append(loop)
     return order
+
+
+FIT_FIRST = (loops.KerasFit, loops.ManualLoopFit)
 
 
 def busy_cpu_seconds() -> float | None:
@@ -401,13 +431,13 @@ def _compare(value: float, comparison: str, threshold: float) -> bool:
 def make_comparisons(
     results: dict[str, Any], spes: list[int]
 ) -> list[Comparison]:
-    """ManualLoop against fit and bare at each spe; eager against eager."""
+    """ManualLoop against fit and bare at each spe; eager; the families."""
     found = []
     for spe in spes:
         loop = f"manual_loop/spe={spe}"
         found.append(
             Comparison(
-                f"ManualLoop / model.fit, steps_per_execution={spe}",
+                f"ManualLoop / fit, spe={spe}",
                 loop,
                 f"fit/spe={spe}",
                 needed=">= 1.00" if spe in (1, 32) else "",
@@ -415,52 +445,43 @@ def make_comparisons(
         )
         found.append(
             Comparison(
-                f"ManualLoop steps_per_execution={spe} / bare step",
+                f"ManualLoop / bare step, spe={spe}",
                 loop,
                 "bare",
                 needed=(">= 0.97" if spe == 1 else "> 1.00"),
             )
         )
-    found.append(Comparison("model.fit / bare step", "fit/spe=1", "bare"))
+    found.append(Comparison("fit / bare step, spe=1", "fit/spe=1", "bare"))
     found.append(
         Comparison(
-            "ManualLoop(run_eagerly=True) / model.fit(run_eagerly=True)",
+            "ManualLoop / fit, eager",
             "manual_loop/eager",
             "fit/eager",
-        )
-    )
-    found.append(
-        Comparison(
-            "ManualLoop(run_eagerly=True) / tutorial eager loop",
-            "manual_loop/eager",
-            "tutorial/eager",
             needed=">= 1.00",
         )
     )
+    found.append(
+        Comparison(
+            "ManualLoop / tutorial loop, eager",
+            "manual_loop/eager",
+            "tutorial/eager",
+        )
+    )
+    for family in workload.FAMILIES:
+        for spe in (1, 32):
+            found.append(
+                Comparison(
+                    f"{family.label}: ManualLoop / fit, spe={spe}",
+                    f"{family.name}/manual_loop/spe={spe}",
+                    f"{family.name}/fit/spe={spe}",
+                    needed=">= 1.00",
+                )
+            )
     return [
         comparison.measure(results)
         for comparison in found
         if comparison.key in results and comparison.reference in results
     ]
-
-
-def add_ratios(results: dict[str, Any]) -> None:
-    """Adds each loop's median paired ratio to bare, fit and the tutorial."""
-    for key, entry in results.items():
-        spe = entry["steps_per_execution"]
-        references = {"vs_bare": "bare"}
-        if key.startswith("manual_loop/spe"):
-            references["vs_fit"] = f"fit/spe={spe}"
-        if key == "manual_loop/eager":
-            references["vs_fit"] = "fit/eager"
-        if entry["eager"]:
-            references["vs_tutorial_eager"] = "tutorial/eager"
-        for name in ("vs_bare", "vs_fit", "vs_tutorial_eager"):
-            entry[name] = (
-                statistics.median(paired_ratios(results, key, references[name]))
-                if references.get(name) in results
-                else None
-            )
 
 
 def make_checks(
@@ -493,52 +514,82 @@ def make_checks(
     return found
 
 
+def summary(comparisons: list[Comparison]) -> list[str]:
+    """The run in a few sentences, every number read from `comparisons`."""
+    by_name = {comparison.name: comparison for comparison in comparisons}
+
+    def ratio(name: str) -> str:
+        comparison = by_name.get(name)
+        return "-" if comparison is None else f"{comparison.median:.2f}"
+
+    targets = [c for c in comparisons if c.met is not None]
+    missed = [c.name for c in targets if not c.met]
+    lines = [
+        f"- Targets met: {len(targets) - len(missed)} of {len(targets)}"
+        + (f" (missed: {'; '.join(missed)})." if missed else "."),
+        "- Compiled, ManualLoop runs at "
+        f"{ratio('ManualLoop / fit, spe=1')} times the speed of `model.fit` "
+        f"at steps_per_execution=1 and {ratio('ManualLoop / fit, spe=32')} "
+        "at 32; against the bare compiled step, "
+        f"{ratio('ManualLoop / bare step, spe=1')} and "
+        f"{ratio('ManualLoop / bare step, spe=32')}.",
+        "- Eager (`run_eagerly=True`), ManualLoop runs at "
+        f"{ratio('ManualLoop / fit, eager')} times `model.fit` and "
+        f"{ratio('ManualLoop / tutorial loop, eager')} times the tutorial's "
+        "GradientTape loop.",
+    ]
+    families = [
+        f"{family.label} {ratio(f'{family.label}: ManualLoop / fit, spe=1')}"
+        f" and {ratio(f'{family.label}: ManualLoop / fit, spe=32')}"
+        for family in workload.FAMILIES
+        if f"{family.label}: ManualLoop / fit, spe=1" in by_name
+    ]
+    if families:
+        lines.append(
+            "- ManualLoop / fit for the other families, at "
+            "steps_per_execution 1 and 32: " + "; ".join(families) + "."
+        )
+    return lines
+
+
 def markdown(
     args: argparse.Namespace,
     machine: dict[str, Any],
     results: dict[str, Any],
     comparisons: list[Comparison],
     checks_: list[dict[str, Any]],
-    traces: dict[str, Any] | None,
     memory: dict[str, Any] | None,
 ) -> str:
-    """The results as Markdown: throughput, ratios and targets, checks."""
-
-    def number(value: float | None) -> str:
-        return "" if value is None else f"{value:.2f}"
-
+    """The results as Markdown: summary, throughput, ratios, checks."""
     loads = [
         load
         for entry in results.values()
         for load in entry["other_load"]
         if load is not None
     ]
+    contended = sum(sum(entry["contended"]) for entry in results.values())
+    epochs = sum(len(entry["contended"]) for entry in results.values())
     lines = [
-        f"Tutorial model, {args.samples:,} MNIST-shaped samples per epoch "
-        f"(eager loops: {args.eager_samples:,}), batch {args.batch_size}, "
+        *summary(comparisons),
+        "",
+        f"Tutorial model: {args.samples:,} MNIST-shaped samples per epoch "
+        f"(eager loops: {args.eager_samples:,}), batch {args.batch_size}; "
         f"{args.repeats} interleaved rounds; "
         f"prefetch {'on' if args.prefetch else 'off'}, "
         f"jit_compile {'True' if args.jit_compile else 'auto (off on CPU)'}; "
         f"{machine['cpu_count']} CPU cores, TensorFlow "
-        f"{machine['tensorflow']}, Keras {machine['keras']}."
+        f"{machine['tensorflow']}, Keras {machine['keras']}. "
+        f"{contended} of {epochs} timed epochs were contended (other "
+        f"processes used {CONTENDED_ABOVE_CORES} cores or more meanwhile)",
     ]
     if loads:
-        lines[0] += (
-            " Other processes used a median of "
-            f"{statistics.median(loads):.1f} cores during the timed epochs."
-        )
-    contended = sum(sum(entry["contended"]) for entry in results.values())
-    epochs = sum(len(entry["contended"]) for entry in results.values())
-    lines[0] += (
-        f" {contended} of {epochs} timed epochs were contended (other "
-        f"processes used {CONTENDED_ABOVE_CORES} cores or more while they "
-        "ran: the machine, not the loop, set their speed)."
-    )
+        median_load = statistics.median(loads)
+        lines[-1] += f"; others used a median of {median_load:.1f} cores"
+    lines[-1] += "."
     lines += [
         "",
-        "| loop | steps_per_execution | samples/s | all epochs "
-        "| contended | vs bare | vs fit | vs tutorial | first batch (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| loop | spe | samples/s | range | contended | first batch (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for entry in results.values():
         speeds = entry["samples_per_s"]
@@ -546,36 +597,21 @@ def markdown(
             f"| {entry['label']} "
             f"| {'-' if entry['eager'] else entry['steps_per_execution']} "
             f"| {entry['median_uncontended_samples_per_s']:,.0f} "
-            f"| {min(speeds):,.0f} - {max(speeds):,.0f} "
+            f"| {min(speeds):,.0f}-{max(speeds):,.0f} "
             f"| {sum(entry['contended'])}/{len(speeds)} "
-            f"| {number(entry['vs_bare'])} "
-            f"| {number(entry['vs_fit'])} "
-            f"| {number(entry['vs_tutorial_eager'])} "
             f"| {entry['first_batch_s']:.2f} |"
         )
     lines += [
         "",
-        "*samples/s*: the median over the loop's uncontended epochs. "
-        "*vs ...* and *median of pairs* (the number the targets use): the "
-        "median, over the rounds in which neither loop's epoch was "
-        "contended, of the two loops' ratio of samples/s in that round "
-        f"(over all rounds when fewer than {MIN_PAIRS} are left). *All "
-        "pairs*: the same median over every round. *Best epochs*: the ratio "
-        "of each loop's fastest epoch. *Per CPU-second*: the median ratio "
-        "of samples per CPU-second of the benchmark process, the work each "
-        "loop does per sample.",
-        "",
-        "| comparison | median of pairs | pairs | all pairs | best epochs "
-        "| per CPU-second | target | met |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+        "| comparison | median | CPU | best | pairs | target | met |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]
     for comparison in comparisons:
         met = {None: "", True: "yes", False: "**no**"}[comparison.met]
         lines.append(
             f"| {comparison.name} | {comparison.median:.3f} "
-            f"| {_pairs(comparison)} | {comparison.median_all:.3f} "
-            f"| {comparison.best:.3f} | {comparison.cpu:.3f} "
-            f"| {comparison.needed} | {met} |"
+            f"| {comparison.cpu:.3f} | {comparison.best:.3f} "
+            f"| {_pairs(comparison)} | {comparison.needed} | {met} |"
         )
     if checks_:
         lines += ["", "| check | measured | target | met |"]
@@ -585,16 +621,6 @@ def markdown(
                 f"| {check['name']} | {check['measured']} "
                 f"| {check['needed']} | {'yes' if check['met'] else '**no**'} |"
             )
-    if traces is not None:
-        lines += ["", "Traces over 3 epochs with ragged last batches:", ""]
-        for driver, per_spe in traces.items():
-            for spe, counts in per_spe.items():
-                lines.append(
-                    f"- {driver}, steps_per_execution={spe}: "
-                    f"train_step traced {counts['train']}x over "
-                    f"{counts['train_batches']} batches, "
-                    f"test_step {counts['test']}x"
-                )
     if memory is not None:
         peaks, current = memory["peak_mb"], memory["current_mb"]
         lines += [
@@ -611,7 +637,7 @@ def markdown(
 def _pairs(comparison: Comparison) -> str:
     if comparison.pairs == comparison.quiet_pairs:
         return str(comparison.pairs)
-    return f"all {comparison.pairs} (only {comparison.quiet_pairs} quiet)"
+    return f"{comparison.pairs} ({comparison.quiet_pairs} quiet)"
 
 
 def run_checks(
@@ -675,7 +701,6 @@ def summarize(report: dict[str, Any], out: str) -> int:
     args = argparse.Namespace(**report["arguments"])
     results = report["loops"]
     mark_contended(results)
-    add_ratios(results)
     comparisons = make_comparisons(results, args.steps_per_execution)
     checks_ = make_checks(report["traces"], report["memory"])
     report["comparisons"] = [
@@ -689,7 +714,6 @@ def summarize(report: dict[str, Any], out: str) -> int:
         results,
         comparisons,
         checks_,
-        report["traces"],
         report["memory"],
     )
     os.makedirs(out, exist_ok=True)

@@ -23,15 +23,18 @@ a prepared copy, or pass `--synthetic` for random images of the same shape):
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any
 
-import keras
-import numpy as np
-import tensorflow as tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see docs/quickstart.md
 
-from customfit import CustomModel
-from customfit import ManualLoop
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from customfit import CustomModel  # noqa: E402
+from customfit import ManualLoop  # noqa: E402
 
 DRIVERS = ("fit", "manual")
 IMAGE_SHAPE = (28, 28, 1)

@@ -26,14 +26,17 @@ Add `--limit 256 --epochs 1` for a run of a few seconds.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
-import keras
-import tensorflow as tf
-import tensorflow_datasets as tfds
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see docs/quickstart.md
 
-from customfit import CustomModel
-from customfit import ManualLoop
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from customfit import CustomModel  # noqa: E402
+from customfit import ManualLoop  # noqa: E402
 
 DRIVERS = ("fit", "manual", "eager")
 

@@ -40,6 +40,10 @@ import subprocess
 import sys
 import time
 
+# Before TensorFlow is imported (in the functions below); see
+# docs/quickstart.md.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 GLOBAL_BATCH_SIZE = 32
 
 

@@ -19,15 +19,18 @@ Add `--limit 256 --max-trials 2 --epochs 1` for a run of a few seconds, and
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
-import keras
-import keras_tuner
-import tensorflow as tf
-import tensorflow_datasets as tfds
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # see docs/quickstart.md
 
-import customfit.tuner
-from customfit import CustomModel
+import keras  # noqa: E402
+import keras_tuner  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+import customfit.tuner  # noqa: E402
+from customfit import CustomModel  # noqa: E402
 
 
 class Net(CustomModel):

@@ -17,7 +17,6 @@ drive. Op determinism is on (tests/conftest.py).
 """
 
 import dataclasses
-import gc
 import io
 import json
 import os
@@ -740,6 +739,7 @@ def _run_case(driver, case, directory, capsys, monkeypatch):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CALLBACK_CASES, ids=str)
 def test_builtin_callback_gives_fits_result(
     case, tmp_path, capsys, monkeypatch, every_progbar_update
@@ -797,6 +797,7 @@ def _interrupted_then_resumed(driver, directory, save_freq, interrupt):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "save_freq, interrupt",
     [("epoch", {"epoch": 2}), (3, {"step": 13})],
@@ -816,6 +817,7 @@ def test_backup_and_restore_resumes_as_fit_resumes(
     assert first_epoch[0] == "on_epoch_begin" and first_epoch[1] > 0
 
 
+@pytest.mark.slow
 def test_resuming_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path):
     resumed = _interrupted_then_resumed(
         "manual", str(tmp_path), "epoch", _Interrupt(epoch=2)
@@ -832,65 +834,36 @@ def test_resuming_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path):
 # --- StepTimer: data wait vs step time ----------------------------------------
 
 
-def _sleepy(seconds):
-    """A tf.data map function that takes `seconds` per batch, in Python."""
+def test_step_timer_puts_fetch_time_in_data_wait_and_step_time_in_step_s(
+    monkeypatch,
+):
+    # A fake clock, one millisecond per reading; fetching a batch of the
+    # slow input takes 50 ms more. The step is the real compiled step.
+    clock = {"now": 0.0}
 
-    def wait(x):
-        time.sleep(seconds)
-        return x
+    def perf_counter():
+        clock["now"] += 0.001
+        return clock["now"]
 
-    def slow(x, y):
-        x = tf.py_function(wait, [x], tf.float32)
-        x.set_shape([None, 64])
-        return x, y
+    def batches(wait):
+        for batch in _dataset(X, Y):  # 5 batches
+            clock["now"] += wait
+            yield batch
 
-    return slow
-
-
-def _timing_model():
-    """Big enough that a step takes a few milliseconds on a CPU."""
-    keras.utils.set_random_seed(SEED)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(512, activation="relu"),
-            keras.layers.Dense(512, activation="relu"),
-            keras.layers.Dense(1),
-        ]
-    )
-    model.compile(optimizer="sgd", loss="mse")
-    return model
-
-
-def _data_wait_share(dataset):
-    """The share of training time spent waiting for `dataset`."""
-    history = ManualLoop(_timing_model()).fit(
-        dataset, epochs=4, verbose=0, callbacks=[StepTimer()]
-    )
-    # Epochs after the first (which also traces the step), summed so that
-    # one hiccup of a busy machine weighs little.
-    wait = sum(history.history["data_wait_s"][1:])
-    return wait / (wait + sum(history.history["step_s"][1:]))
-
-
-def test_step_timer_shows_a_slow_input_pipeline():
-    x = _rng.normal(size=(256, 64)).astype("float32")
-    y = _rng.normal(size=(256, 1)).astype("float32")
-    fast = _dataset(x, y, batch_size=64).prefetch(2)
-    # Unprefetched, so each batch's 50 ms lies on the loop's path whatever
-    # the speed of the step.
-    slow = _dataset(x, y, batch_size=64).map(_sleepy(0.05))
-
-    gc.collect()
-    gc.disable()  # a collection pausing one fetch would weigh on the shares
-    try:
-        fast_share = _data_wait_share(fast)
-        slow_share = _data_wait_share(slow)
-    finally:
-        gc.enable()
-
-    assert slow_share > 2 * fast_share, (slow_share, fast_share)
-    assert slow_share - fast_share > 0.3, (slow_share, fast_share)
+    monkeypatch.setattr(time, "perf_counter", perf_counter)
+    for wait in (0.0, 0.05):
+        model = _model(steps_per_execution=2)
+        timer = StepTimer()
+        timer.set_model(model)
+        timed = maybe_timed(steps.make_train_function(model), [timer])
+        iterator = batches(wait)
+        timed(iterator), timed(iterator), timed(iterator)  # 2 + 2 + 1 steps
+        with pytest.raises(StopIteration):
+            timed(iterator)
+        result = timer.result()
+        assert result["data_wait_s"] == pytest.approx(5 * (wait + 0.001))
+        assert result["step_s"] == pytest.approx(5 * 0.001)
+        assert int(model.optimizer.iterations) == 5
 
 
 @pytest.mark.parametrize(
@@ -979,11 +952,11 @@ def test_without_step_timer_the_step_function_is_untouched():
 
 
 def test_step_timer_relies_on_the_single_compiled_step():
-    # StepTimer runs `StepFunction._compiled_step` on batches fetched in
+    # StepTimer runs `StepFunction.compiled_step` on batches fetched in
     # Python; if steps.py renames or reshapes it, this fails plainly.
     model = _model()
     train_function = steps.make_train_function(model)
     batch = next(iter(_dataset(X, Y)))
-    logs = train_function._compiled_step(batch)
+    logs = train_function.compiled_step(batch)
     assert set(logs) == {"loss", "mae"}
     assert int(model.optimizer.iterations) == 1

@@ -202,7 +202,7 @@ def test_model_without_trainable_weights_warns_and_still_reports():
     layer = keras.layers.Dense(1, trainable=False)
     model = CustomModel(inputs, layer(inputs))
     model.compile(optimizer="sgd", loss="mse")
-    with pytest.warns(UserWarning, match="does not have any trainable weights"):
+    with pytest.warns(UserWarning, match="no trainable weights"):
         history = ManualLoop(model).fit(X, Y, batch_size=32, verbose=0)
     assert len(history.history["loss"]) == 1
 

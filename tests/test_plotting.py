@@ -83,6 +83,7 @@ def test_unusable_arguments_fail_with_the_fix(history, kwargs, error, pattern):
     assert "Fix: " in str(raised.value)
 
 
+@pytest.mark.slow
 def test_without_matplotlib_the_error_names_the_extra():
     # A fresh interpreter in which matplotlib cannot be imported: importing
     # customfit.plotting works, drawing says how to install the extra.

@@ -11,6 +11,7 @@ import tensorflow as tf
 from customfit import CustomModel
 from customfit import ManualLoop
 from customfit import steps
+from tests.conftest import mirrored_strategy
 
 X = np.random.default_rng(0).normal(size=(50, 4)).astype("float32")
 Y = np.random.default_rng(1).normal(size=(50, 1)).astype("float32")
@@ -70,7 +71,7 @@ for driver in ("keras", "manual"):
         function = loop._function("train")
         assert function.jit_compile is True
         batch = (x[:16], y[:16])
-        hlo = function._compiled_step.experimental_get_compiler_ir(batch)(
+        hlo = function.compiled_step.experimental_get_compiler_ir(batch)(
             stage="hlo"
         )
         assert "HloModule" in hlo, hlo[:200]
@@ -102,9 +103,15 @@ def test_run_eagerly_compiles_nothing():
     assert model.optimizer.iterations.numpy() == 1
 
 
-def test_reduce_per_replica_means_over_replicas():
-    strategy = tf.distribute.get_strategy()
-    value = tf.constant([1.0, 3.0])
-    assert steps.reduce_per_replica({"a": value}, strategy, "auto")["a"] is (
-        value
+def test_reduce_per_replica_reduces_two_replicas_as_fit():
+    strategy = mirrored_strategy()
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: {
+            "loss": tf.constant(1.0 + 2.0 * context.replica_id_in_sync_group),
+            "y": tf.fill([2, 1], float(context.replica_id_in_sync_group)),
+        }
     )
+    mean = steps.reduce_per_replica(values, strategy, "auto")
+    assert float(mean["loss"]) == 2.0  # (1 + 3) / 2
+    concat = steps.reduce_per_replica(values, strategy, "concat")
+    np.testing.assert_array_equal(concat["y"], [[0.0], [0.0], [1.0], [1.0]])

@@ -251,6 +251,7 @@ def searched(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("search_id", SEARCHES)
 def test_fit_and_manual_drivers_give_the_same_search(search_id, searched):
     # A fresh directory per search; the same seeds for the oracle and for
@@ -592,6 +593,7 @@ def test_missing_keras_tuner_names_the_extra(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_example_tunes_mnist_with_the_manual_driver(
     tfds_data_dir, tmp_path, capsys
 ):

@@ -9,9 +9,9 @@ its list from this subclass, which
 
 - skips a batch hook entirely when no callback overrides it (nor the old
   name it falls back to: `on_train_batch_end` calls `on_batch_end`);
-- calls customfit's own per-batch callbacks, which never read the logs
-  (`BackupCallback`: Ctrl-C and mid-epoch backups), without converting
-  them;
+- calls the callbacks that mark themselves `reads_batch_logs = False`
+  (customfit's `BackupCallback`: mid-epoch backups) without converting the
+  logs for them;
 - otherwise does exactly what `keras.callbacks.CallbackList` does, so the
   progress bar (verbose=1/2) and every user callback see what they see
   under fit.
@@ -61,16 +61,6 @@ def _overrides(callback: keras.callbacks.Callback, name: str) -> bool:
     return getattr(method, "__func__", None) is not getattr(_BASE, name)
 
 
-def _ignores_batch_logs(callback: keras.callbacks.Callback) -> bool:
-    """Whether `callback` is one of customfit's that never reads batch logs.
-
-    `tests/test_performance.py` checks that they do not.
-    """
-    from customfit.backup import BackupCallback  # loop.py imports both
-
-    return type(callback) is BackupCallback
-
-
 class CallbackList(keras.callbacks.CallbackList):
     """`keras.callbacks.CallbackList`, minus batch hooks nobody listens to.
 
@@ -107,7 +97,7 @@ class CallbackList(keras.callbacks.CallbackList):
         listeners = [c for c in self.callbacks if listens(c, hook)]
         if not listeners:
             return
-        if all(_ignores_batch_logs(c) for c in listeners):
+        if not any(getattr(c, "reads_batch_logs", True) for c in listeners):
             for callback in listeners:
                 getattr(callback, hook)(batch, logs=logs)
             return

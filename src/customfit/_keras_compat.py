@@ -21,6 +21,9 @@ from keras.src.backend.tensorflow.trainer import concat  # noqa: F401
 from keras.src.backend.tensorflow.trainer import convert_to_np_if_not_ragged
 from keras.src.backend.tensorflow.trainer import potentially_ragged_concat
 
+# fit reduces the outputs of `strategy.run` over the replicas with this.
+from keras.src.backend.tensorflow.trainer import reduce_per_replica  # noqa: F401
+
 # Model.__init__, for functional arguments, runs the backend trainer's
 # __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
 # every class above the model's class to insert Functional. For a shared base

@@ -113,6 +113,8 @@ class BackupCallback(keras.callbacks.Callback):
         last: `(path, epoch, step)` of the newest backup, or None.
     """
 
+    reads_batch_logs = False  # see customfit._fast_callbacks
+
     def __init__(
         self,
         config: Backup | None,

@@ -31,14 +31,12 @@ class _IteratorReaper:
     """Deletes the iterators a `Batches` is done with, off the training thread.
 
     Deleting a `tf.data` iterator waits for the pipeline's autotuning thread,
-    which sleeps between optimization rounds for longer and longer periods
-    (about 2.5 s once a pass has run a few seconds, TensorFlow 2.21). The
-    thread that drops the last reference to an iterator can therefore stall
-    for up to that long at the end of an epoch, in fit and in a plain `for`
-    loop alike (measured: 5-30% of epochs of the tutorial's model here).
-    Retired iterators go to one daemon thread instead, which waits until it
-    holds the last reference (the training loop may still hold one for a
-    moment), then lets go of it there.
+    which sleeps between optimization rounds for up to seconds, so the
+    thread that drops the last reference can stall at the end of an epoch,
+    in fit and in a plain `for` loop alike (docs/performance.md). Retired
+    iterators go to one daemon thread instead, which waits until it holds
+    the last reference (the loop may still hold one for a moment), then
+    lets go of it there.
     """
 
     _LAST_REFERENCE_WAIT_S = 30.0
@@ -186,9 +184,8 @@ class Batches:
         return self._iterator
 
     # An iterator younger than this is deleted on the spot: its autotuning
-    # thread still sleeps for milliseconds only, and handing every short
-    # pass's iterator to another thread makes memory churn (a 50-epoch soak
-    # of 30 ms epochs grew 15-21 MB that way, against 1 MB).
+    # thread still sleeps briefly, and handing every short pass's iterator
+    # to another thread only churns memory.
     _REAPER_MIN_AGE_S = 0.5
 
     def _retire_iterator(self) -> None:
@@ -364,7 +361,7 @@ def debug_cap(value: int | None, setting: str, name: str) -> int | None:
     `keras.config.set_max_epochs(n)` and `set_max_steps_per_epoch(n)` (or
     the `KERAS_MAX_EPOCHS` and `KERAS_MAX_STEPS_PER_EPOCH` environment
     variables) shorten every run for a quick check; fit honours them, with
-    the same warning, and so does ManualLoop. `None` means no limit.
+    a warning, and so does ManualLoop. `None` means no limit.
 
     Args:
         value: The epochs or steps per epoch asked for (None: all batches).
@@ -377,16 +374,19 @@ def debug_cap(value: int | None, setting: str, name: str) -> int | None:
     read_cap = getattr(keras.config, setting, None)  # Keras >= 3.6
     cap = read_cap() if read_cap is not None else None
     if cap and (value is None or cap < value):
-        warnings.warn(f"Limiting {name} to {cap}", stacklevel=3)
+        warnings.warn(
+            f"Training runs {name}={cap}: keras.config.set_{setting}({cap}) "
+            "caps it.",
+            stacklevel=3,
+        )
         return cap
     return value
 
 
 def _warn_out_of_data() -> None:
     warnings.warn(
-        "Your input ran out of data; interrupting training. Make sure that "
-        "your dataset or generator can generate at least "
-        "`steps_per_epoch * epochs` batches. You may need to use the "
-        "`.repeat()` function when building your dataset.",
+        "The input ended before `steps_per_epoch * epochs` batches, so "
+        "training stops here. Fix: `.repeat()` the dataset, or lower "
+        "`steps_per_epoch`.",
         stacklevel=4,
     )

@@ -229,7 +229,9 @@ class CustomModel(keras.Model):
                 self._apply_if_finite(loss, x, gradients, variables)
         else:
             warnings.warn(
-                "The model does not have any trainable weights.", stacklevel=2
+                "Nothing to train: the model has no trainable weights, so "
+                "this step updates no weight.",
+                stacklevel=2,
             )
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -297,14 +299,6 @@ class CustomModel(keras.Model):
         Under `tf.distribute` the loss a replica computes is divided by the
         number of replicas; the metric records it undivided, as fit does.
 
-        Keras' loss tracker is a `keras.metrics.Mean` updated with
-        `sample_weight=batch_size`; for a scalar loss that update is two
-        additions, `total += loss * batch_size` and `count += batch_size`,
-        and this does exactly those, skipping the reshaping a general `Mean`
-        update runs (about 20 ops where 3 do; it shows when steps run
-        eagerly). The results are bitwise equal. A replaced tracker of
-        another type gets its own `update_state`.
-
         Args:
             loss: The scalar loss of this batch, as `compute_loss` returned it.
             x: The model's inputs, used only for the batch size.
@@ -314,19 +308,10 @@ class CustomModel(keras.Model):
             loss = keras.ops.multiply(
                 loss, keras.ops.cast(replicas, loss.dtype)
             )
-        loss = tf.convert_to_tensor(loss)
         first_input = next(i for i in tf.nest.flatten(x) if i is not None)
-        tracker = _keras_compat.loss_tracker(self)
-        if type(tracker) is not keras.metrics.Mean or loss.shape.rank != 0:
-            tracker.update_state(loss, sample_weight=tf.shape(first_input)[0])
-            return
-        batch_size = first_input.shape[0]
-        if batch_size is None:  # unknown until run: read it in the graph
-            batch_size = tf.cast(tf.shape(first_input)[0], tracker.dtype)
-        else:
-            batch_size = tf.constant(batch_size, tracker.dtype)
-        _assign_add(tracker.total, tf.cast(loss, tracker.dtype) * batch_size)
-        _assign_add(tracker.count, batch_size)
+        _keras_compat.loss_tracker(self).update_state(
+            loss, sample_weight=tf.shape(first_input)[0]
+        )
 
     def compute_gradients(
         self,
@@ -415,20 +400,6 @@ class CustomModel(keras.Model):
                 `self.trainable_weights`.
         """
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-
-
-def _assign_add(variable: keras.Variable, value: Any) -> None:
-    """`variable.assign_add(value)`, as one TensorFlow op where possible.
-
-    A Keras variable adds through Keras ops (a read, an add and an assign,
-    each dispatched by Keras); its TensorFlow variable adds in one op, to
-    the same bits. Eager steps feel the difference.
-    """
-    target = variable.value
-    if isinstance(target, tf.Variable):
-        target.assign_add(value)
-    else:  # e.g. inside a Keras StatelessScope
-        variable.assign_add(value)
 
 
 _FUNCTIONAL_TWINS: dict[type, type] = {}

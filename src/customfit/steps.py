@@ -17,7 +17,6 @@ function, so the two drivers run the same graph:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +31,8 @@ class StepFunction:
 
     Attributes:
         steps_per_execution: The most steps one call runs.
+        compiled_step: The single step as a `tf.function` taking one batch,
+            or None when steps run eagerly.
         is_compiled: Whether the step runs as a `tf.function`.
         jit_compile: Whether the step is compiled with XLA.
     """
@@ -46,18 +47,12 @@ class StepFunction:
         counts_steps: bool = False,
     ):
         self._run = run
-        self._compiled_step = compiled_step
+        self.compiled_step = compiled_step
         self.steps_per_execution = steps_per_execution
         self.is_compiled = compiled_step is not None
         self.jit_compile = bool(jit_compile) and self.is_compiled
         # A graph chunk of several steps also returns how many ran.
         self._counts_steps = counts_steps
-        # The chunk's concrete function for the iterator it was last called
-        # with (a weak reference): the loop calls it once per chunk with the
-        # same iterator all epoch long, and calling the concrete function
-        # skips tf.function's argument binding and cache lookup per call.
-        self._concrete: Any = None
-        self._concrete_for: Any = None
 
     def __call__(self, iterator: Any) -> Any:
         """Runs up to `steps_per_execution` steps; returns the last logs.
@@ -66,13 +61,7 @@ class StepFunction:
             StopIteration: If `iterator` had no batch left.
         """
         try:
-            if self._concrete_for is not None and (
-                self._concrete_for() is iterator
-            ):
-                outputs = self._concrete(iterator)
-            else:
-                outputs = self._run(iterator)
-                self._remember_concrete(iterator)
+            outputs = self._run(iterator)
         except tf.errors.OutOfRangeError:
             raise StopIteration from None
         if not self._counts_steps:
@@ -82,26 +71,12 @@ class StepFunction:
             raise StopIteration
         return outputs
 
-    def _remember_concrete(self, iterator: Any) -> None:
-        self._concrete = self._concrete_for = None
-        get_concrete_function = getattr(
-            self._run, "get_concrete_function", None
-        )
-        if get_concrete_function is None:  # eager, or predict's Python loop
-            return
-        try:
-            concrete_for = weakref.ref(iterator)
-        except TypeError:  # not weakly referenceable: no shortcut
-            return
-        self._concrete = get_concrete_function(iterator)
-        self._concrete_for = concrete_for
-
     @property
     def tracing_count(self) -> int:
         """How many times the single step was traced (0 when eager)."""
-        if self._compiled_step is None:
+        if self.compiled_step is None:
             return 0
-        return self._compiled_step.experimental_get_tracing_count()
+        return self.compiled_step.experimental_get_tracing_count()
 
 
 def make_train_function(
@@ -333,41 +308,24 @@ def _eager_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
 def reduce_per_replica(
     values: Any, strategy: tf.distribute.Strategy, reduction: str
 ) -> Any:
-    """Reduces the per-replica outputs of `strategy.run` as fit reduces them.
+    """Reduces the per-replica outputs of `strategy.run` as fit does.
 
     Args:
         values: A structure of tensors or `PerReplica` values.
         strategy: The strategy that produced them.
-        reduction: `"auto"` (the mean of the replicas' values, or the first
-            replica's on TPU, as fit), `"mean"`, `"first"`, `"sum"` or
-            `"concat"` (predictions).
+        reduction: `"auto"` (fit's: the mean, or the first replica's on
+            TPU), `"mean"`, `"first"`, `"sum"` or `"concat"` (predictions).
 
     Returns:
         The same structure with one tensor per leaf.
     """
-    if reduction == "auto":
-        is_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
-        reduction = "first" if is_tpu else "mean"
-
     multi_worker = isinstance(
         strategy, tf.distribute.MultiWorkerMirroredStrategy
     )
-
-    def reduce(value):
-        if multi_worker and reduction in ("mean", "sum"):
-            # All-reduce across workers: each worker holds only its replicas.
-            return strategy.reduce(reduction.upper(), value, axis=None)
-        if multi_worker and reduction == "concat":
-            return strategy.gather(value, axis=0)
-        if not isinstance(value, tf.distribute.DistributedValues):
-            return value
-        local = strategy.experimental_local_results(value)
-        if reduction == "first":
-            return local[0]
-        if reduction == "concat":
-            return tf.concat(local, axis=0)
-        if reduction == "sum":
-            return tf.reduce_sum(local)
-        return tf.reduce_mean(local, axis=0)
-
-    return tf.nest.map_structure(reduce, values)
+    if multi_worker and reduction in ("auto", "mean", "sum"):
+        # Keras' reduces across workers along axis 0, which fails on scalars.
+        reduction = "MEAN" if reduction == "auto" else reduction.upper()
+        return tf.nest.map_structure(
+            lambda value: strategy.reduce(reduction, value, axis=None), values
+        )
+    return _keras_compat.reduce_per_replica(values, strategy, reduction)

@@ -5,12 +5,8 @@ compiled train function pulls each batch from the `tf.data` iterator inside
 the graph, so the time spent waiting for the next batch and the time spent
 computing are one number. Add a `StepTimer` to `ManualLoop(model).fit` and
 every epoch's logs (so History, the progress bar, CSVLogger and TensorBoard)
-gain three values:
-
-- `data_wait_s`: seconds the loop waited for the input pipeline to hand over
-  the epoch's batches;
-- `step_s`: seconds spent running the epoch's training steps;
-- `samples_per_s`: training samples per second of the two together.
+gain the time spent waiting for data, the time spent in steps, and samples
+per second (see `StepTimer`).
 
 Read `data_wait_s / (data_wait_s + step_s)`: near 0, the model is the
 bottleneck and a faster pipeline gains nothing; a large share (say above a
@@ -49,7 +45,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from customfit import steps
 from customfit.errors import CustomFitError
 from customfit.errors import message
 
@@ -169,7 +164,7 @@ class StepTimer(keras.callbacks.Callback):
 
 
 def maybe_timed(
-    step_function: steps.StepFunction,
+    step_function: Any,
     callbacks: keras.callbacks.CallbackList | None,
 ) -> Any:
     """Returns `step_function`, timed when `callbacks` hold a `StepTimer`.
@@ -207,13 +202,11 @@ class _TimedSteps:
     `StopIteration` when the iterator had no batch left.
     """
 
-    def __init__(self, step_function: steps.StepFunction, timer: StepTimer):
+    def __init__(self, step_function: Any, timer: StepTimer):
         self._step_function = step_function
         self._timer = timer
         self._strategy = timer.model.distribute_strategy
-        # The single compiled step (on one batch) inside the chunk function;
-        # None when the model runs eagerly.
-        self._one_step = step_function._compiled_step
+        self._one_step = step_function.compiled_step  # None when eager
 
     def __call__(self, iterator: Any) -> Any:
         if self._one_step is None:

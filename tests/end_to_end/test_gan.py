@@ -40,6 +40,7 @@ def _assert_trained(history, epochs, steps_per_epoch):
     assert int(gan.g_optimizer.iterations) == epochs * steps_per_epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("driver", ["fit", "manual"])
 def test_gan_trains_on_synthetic_images(driver, capsys):
     history = gan_example.main(["--driver", driver, "--synthetic", *TINY])
@@ -78,6 +79,7 @@ def _state(gan):
     return [variable.numpy() for variable in variables]
 
 
+@pytest.mark.slow
 def test_fit_and_manual_loop_train_the_gan_bitwise_equal():
     tf.config.experimental.enable_op_determinism()
     # 80 images in batches of 32: the last batch of each epoch is smaller.

@@ -79,6 +79,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_manual_loop_matches_fit_under_mirrored_strategy(case):
     compile_options, make_kwargs = CASES[case]
@@ -102,6 +103,7 @@ def test_manual_loop_matches_fit_under_mirrored_strategy(case):
     assert keras_model.optimizer.iterations.numpy() > 0
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_under_mirrored_strategy():
     model = build(strategy())
     loop = ManualLoop(model)
@@ -114,6 +116,7 @@ def test_evaluate_and_predict_under_mirrored_strategy():
     )
 
 
+@pytest.mark.slow
 def test_steps_per_execution_under_mirrored_strategy():
     # Keras' own fit fails here (a tf.cond around the step breaks the
     # optimizer's merge_call); ManualLoop runs it, and matches fit with
@@ -133,6 +136,7 @@ def test_steps_per_execution_under_mirrored_strategy():
     assert history == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps_per_execution", [1, 3])
 def test_skip_nonfinite_steps_under_mirrored_strategy(steps_per_execution):
     # Sample 12 is in the second half of batch 0: only replica 1 sees the
@@ -163,6 +167,7 @@ def test_skip_nonfinite_steps_under_mirrored_strategy(steps_per_execution):
     assert first_history == second_history
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_steps_changes_nothing_on_finite_data_under_mirrored():
     # Each replica must apply its own gradients: skipping nothing, the run
     # equals the one without the option, bitwise.
@@ -203,6 +208,7 @@ except tf.errors.InvalidArgumentError as error:
 """
 
 
+@pytest.mark.slow
 def test_keras_fit_still_fails_with_steps_per_execution_under_mirrored():
     # When this starts failing, Keras fixed it: add a steps_per_execution
     # case to CASES above and update docs/distributed.md. In a subprocess:

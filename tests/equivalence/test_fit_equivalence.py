@@ -407,6 +407,7 @@ def test_both_drivers_refuse_and_manual_loop_refuses_first(case):
     assert model.optimizer.iterations.numpy() == 0
 
 
+@pytest.mark.slow
 def test_custom_model_default_step_equals_plain_keras_model():
     results = {}
     for name, build in (("custom", functional), ("plain", plain_functional)):
