@@ -503,9 +503,7 @@ def _resolve(accepted):
 
 def _given(value):
     """Whether an argument was given: not None, not a zero fraction."""
-    if value is None:
-        return False
-    return not (_is_number(value) and value == 0)
+    return value is not None and not (_is_number(value) and value == 0)
 
 
 def _short(value):
@@ -632,10 +630,9 @@ def _check_dataset(dataset, steps, argument):
                 "and predict), or remove .repeat()",
             )
         )
-    components = tf.nest.flatten(dataset.element_spec)
     if any(
         isinstance(spec, tf.TensorSpec) and spec.shape.rank == 0
-        for spec in components
+        for spec in tf.nest.flatten(dataset.element_spec)
     ):
         raise InputValueError(
             message(
@@ -657,8 +654,6 @@ def _check_arrays(x, y, sample_weight, argument):
         ("sample_weight", sample_weight),
     ):
         for leaf in tf.nest.flatten(value):
-            if leaf is None:
-                continue
             shape = getattr(leaf, "shape", None)
             if shape is None or len(shape) == 0:
                 continue
@@ -842,24 +837,13 @@ def _check_element_count(element_spec, argument):
 
 def _model_inputs(model):
     """The model's declared inputs as {name: KerasTensor}, if known."""
-    if not model.built:
-        return None
-    try:
-        inputs = model.inputs
-    except AttributeError:
-        return None
-    if not inputs:
-        return None
-    return {tensor.name: tensor for tensor in inputs}
+    inputs = getattr(model, "inputs", None) if model.built else None
+    return {tensor.name: tensor for tensor in inputs} if inputs else None
 
 
 def _check_input_keys(inputs, x_spec, argument):
-    if not isinstance(x_spec, dict):
+    if not isinstance(x_spec, dict) or set(x_spec) == set(inputs):
         return
-    if set(x_spec) <= set(inputs):
-        missing = sorted(set(inputs) - set(x_spec))
-        if not missing:
-            return
     raise InputValueError(
         message(
             f"The keys of `{argument}` must name the model's inputs.",
@@ -995,12 +979,10 @@ def check_hook_result(
         result: What the hook returned.
         variables: For "compute_gradients", the variables it was given.
     """
-    fits = result is not None
-    if fits and variables is not None:
-        fits = isinstance(result, (list, tuple)) and len(result) == len(
-            variables
-        )
-    if fits:
+    if result is not None and (
+        variables is None
+        or (isinstance(result, (list, tuple)) and len(result) == len(variables))
+    ):
         return
     received = "None" if result is None else f"<{type(result).__name__}>"
     if isinstance(result, (list, tuple)):
