@@ -84,7 +84,8 @@ _VALIDATION_IS_DATASET = Condition(
     lambda call: isinstance(call["validation_data"], _DATASET_TYPES),
 )
 _SEVERAL_OUTPUTS = Condition(
-    "the model has several outputs", lambda call: len(_outputs(call)) > 1
+    "the model has several outputs",
+    lambda call: len(_outputs(call["model"])) > 1,
 )
 _WEIGHTS_IN_DATA = Condition(
     "`x` yields sample weights",
@@ -506,8 +507,7 @@ def _yields_sample_weights(x):
     return isinstance(spec, tuple) and len(spec) == 3
 
 
-def _outputs(call):
-    model = call["model"]
+def _outputs(model):
     return (getattr(model, "outputs", None) or []) if model.built else []
 
 
@@ -695,11 +695,11 @@ def check_against_model(
             if argument == "validation_data"
             else "pass the labels: fit(x, y) or a dataset of (x, y)",
         )
-    outputs = getattr(model, "outputs", None) if model.built else None
+    outputs = _outputs(model)
+    labels = "y" if y is not None else argument
     if outputs:
-        _check_label_count(outputs, y_spec, "y" if y is not None else argument)
-    if outputs and len(outputs) == 1:
-        labels = "y" if y is not None else argument
+        _check_label_count(outputs, y_spec, labels)
+    if len(outputs) == 1:
         _check_labels(model, outputs[0], y_spec, y, labels)
 
 
