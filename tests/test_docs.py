@@ -288,7 +288,7 @@ def test_every_error_message_is_explained_on_the_errors_page():
             if not (
                 isinstance(node, ast.Call)
                 and getattr(callee, "id", getattr(callee, "attr", None))
-                == "message"
+                in ("message", "_value_error", "_type_error")
                 and node.args
             ):
                 continue

@@ -84,7 +84,8 @@ _VALIDATION_IS_DATASET = Condition(
     lambda call: isinstance(call["validation_data"], _DATASET_TYPES),
 )
 _SEVERAL_OUTPUTS = Condition(
-    "the model has several outputs", lambda call: len(_outputs(call)) > 1
+    "the model has several outputs",
+    lambda call: len(_outputs(call["model"])) > 1,
 )
 _WEIGHTS_IN_DATA = Condition(
     "`x` yields sample weights",
@@ -95,6 +96,16 @@ _FOLD = (
     "sample_weight = sample_weight * class_weights[y]"
 )
 _IN_DATASET = "put it into the dataset: ((x, y, sample_weight) per batch)"
+
+
+def _value_error(what: str, **parts: str) -> InputValueError:
+    """An `InputValueError` with the four-part `message`."""
+    return InputValueError(message(what, **parts))
+
+
+def _type_error(what: str, **parts: str) -> InputTypeError:
+    """An `InputTypeError` with the four-part `message`."""
+    return InputTypeError(message(what, **parts))
 
 
 def _check_model(model, call, name):
@@ -109,13 +120,11 @@ def _check_model(model, call, name):
             "build the model with Keras 3 (`import keras`), not tf_keras / "
             "tf.keras of Keras 2"
         )
-    raise InputTypeError(
-        message(
-            "ManualLoop(model): `model` must be a keras.Model instance.",
-            expected="a CustomModel or any Keras 3 keras.Model",
-            received=f"model={_name(model)} (type: {type(model).__name__})",
-            fix=hint,
-        )
+    raise _type_error(
+        "ManualLoop(model): `model` must be a keras.Model instance.",
+        expected="a CustomModel or any Keras 3 keras.Model",
+        received=f"model={_name(model)} (type: {type(model).__name__})",
+        fix=hint,
     )
 
 
@@ -125,17 +134,14 @@ def _check_callbacks(callbacks, call, name):
         return
     for callback in keras.tree.flatten(callbacks):
         if not isinstance(callback, keras.callbacks.Callback):
-            raise InputTypeError(
-                message(
-                    "`callbacks` must hold keras.callbacks.Callback instances.",
-                    expected="a list of Keras 3 callbacks, e.g. "
-                    "[keras.callbacks.EarlyStopping()]",
-                    received=f"{_name(callback)} (type: "
-                    f"{type(callback).__name__})",
-                    fix="subclass keras.callbacks.Callback (from Keras 3, "
-                    "not tf_keras), or instantiate the class: "
-                    "EarlyStopping() rather than EarlyStopping",
-                )
+            raise _type_error(
+                "`callbacks` must hold keras.callbacks.Callback instances.",
+                expected="a list of Keras 3 callbacks, e.g. "
+                "[keras.callbacks.EarlyStopping()]",
+                received=f"{_name(callback)} (type: {type(callback).__name__})",
+                fix="subclass keras.callbacks.Callback (from Keras 3, "
+                "not tf_keras), or instantiate the class: "
+                "EarlyStopping() rather than EarlyStopping",
             )
 
 
@@ -149,29 +155,25 @@ def _check_data(value, call, name):
         if leaf is None or hasattr(leaf, "shape") or hasattr(leaf, "__array__"):
             continue
         kind = "Python numbers" if isinstance(leaf, (int, float)) else None
-        raise InputTypeError(
-            message(
-                f"`{name}` holds {kind or type(leaf).__name__}, which Keras "
-                "cannot slice into batches.",
-                expected="numpy arrays or tensors (a dict, list or tuple of "
-                "them), a tf.data.Dataset, a PyDataset or a generator",
-                received=f"{name}=<{type(value).__name__}> holding "
-                f"{_short(leaf)} (type: {type(leaf).__name__})",
-                fix=f"convert it first: {name}=np.asarray({name})",
-            )
+        raise _type_error(
+            f"`{name}` holds {kind or type(leaf).__name__}, which Keras "
+            "cannot slice into batches.",
+            expected="numpy arrays or tensors (a dict, list or tuple of "
+            "them), a tf.data.Dataset, a PyDataset or a generator",
+            received=f"{name}=<{type(value).__name__}> holding "
+            f"{_short(leaf)} (type: {type(leaf).__name__})",
+            fix=f"convert it first: {name}=np.asarray({name})",
         )
 
 
 def _check_arrays_given(value, call, name):
     """Arrays or tensors (or a dict, list or tuple of them)."""
     if isinstance(value, _DATASET_TYPES):
-        raise InputTypeError(
-            message(
-                f"`{name}` must be arrays, not a dataset.",
-                expected=f"{name} as arrays or tensors, with `x` as arrays",
-                received=f"{name}=<{type(value).__name__}>",
-                fix=f"put `x` and `{name}` into one dataset, and pass it as x",
-            )
+        raise _type_error(
+            f"`{name}` must be arrays, not a dataset.",
+            expected=f"{name} as arrays or tensors, with `x` as arrays",
+            received=f"{name}=<{type(value).__name__}>",
+            fix=f"put `x` and `{name}` into one dataset, and pass it as x",
         )
     _check_data(value, call, name)
 
@@ -179,17 +181,15 @@ def _check_arrays_given(value, call, name):
 def _check_validation_data(value, call, name):
     """(x_val, y_val) or (x_val, y_val, sample_weight_val), a tf.data.Dataset or a PyDataset, structured as `x`."""  # noqa: E501
     if isinstance(value, (tuple, list)) and not 1 <= len(value) <= 3:
-        raise InputValueError(
-            message(
-                f"`validation_data` is a {type(value).__name__} of "
-                f"{len(value)} elements; fit reads (x_val, y_val) or "
-                "(x_val, y_val, sample_weight_val).",
-                expected="validation_data=(x_val, y_val)",
-                received=f"validation_data=<{type(value).__name__}> of "
-                f"{len(value)} elements",
-                fix="group several inputs into one tuple or dict: "
-                "validation_data=((a_val, b_val), y_val)",
-            )
+        raise _value_error(
+            f"`validation_data` is a {type(value).__name__} of "
+            f"{len(value)} elements; fit reads (x_val, y_val) or "
+            "(x_val, y_val, sample_weight_val).",
+            expected="validation_data=(x_val, y_val)",
+            received=f"validation_data=<{type(value).__name__}> of "
+            f"{len(value)} elements",
+            fix="group several inputs into one tuple or dict: "
+            "validation_data=((a_val, b_val), y_val)",
         )
     _check_data(value, call, name)
     train = element_structure(call["x"], call.get("y"))
@@ -197,15 +197,13 @@ def _check_validation_data(value, call, name):
     try:
         keras.tree.assert_same_structure(train, validation)
     except (ValueError, TypeError):
-        raise InputValueError(
-            message(
-                "`validation_data` must have the same structure of inputs "
-                "as the training data.",
-                expected=f"inputs structured as {train}",
-                received=f"inputs structured as {validation}",
-                fix="build the validation data the same way as `x` "
-                "(same dict keys, same tuple length)",
-            )
+        raise _value_error(
+            "`validation_data` must have the same structure of inputs "
+            "as the training data.",
+            expected=f"inputs structured as {train}",
+            received=f"inputs structured as {validation}",
+            fix="build the validation data the same way as `x` "
+            "(same dict keys, same tuple length)",
         ) from None
 
 
@@ -213,13 +211,11 @@ def _check_class_weight(class_weight, call, name):
     """Maps class indices (int) to weights (float)."""
     for key, weight in class_weight.items():
         if not _is_instance(key, (int,)) or not _is_number(weight):
-            raise InputTypeError(
-                message(
-                    "`class_weight` maps class indices to weights.",
-                    expected="a dict {class index (int): weight (float)}",
-                    received=f"class_weight={class_weight!r}",
-                    fix="pass e.g. class_weight={0: 1.0, 1: 5.0}",
-                )
+            raise _type_error(
+                "`class_weight` maps class indices to weights.",
+                expected="a dict {class index (int): weight (float)}",
+                received=f"class_weight={class_weight!r}",
+                fix="pass e.g. class_weight={0: 1.0, 1: 5.0}",
             )
 
 
@@ -227,15 +223,13 @@ def _check_epoch_order(initial_epoch, call, name):
     """At most `epochs`: `epochs` is where training ends."""
     epochs = call["epochs"]
     if epochs < initial_epoch:
-        raise InputValueError(
-            message(
-                "`epochs` is the index of the last epoch, so it must be at "
-                "least `initial_epoch` (both >= 0).",
-                expected="0 <= initial_epoch <= epochs",
-                received=f"epochs={epochs}, initial_epoch={initial_epoch}",
-                fix="pass the total number of epochs as `epochs` (to train "
-                "3 more epochs after 5, pass initial_epoch=5, epochs=8)",
-            )
+        raise _value_error(
+            "`epochs` is the index of the last epoch, so it must be at "
+            "least `initial_epoch` (both >= 0).",
+            expected="0 <= initial_epoch <= epochs",
+            received=f"epochs={epochs}, initial_epoch={initial_epoch}",
+            fix="pass the total number of epochs as `epochs` (to train "
+            "3 more epochs after 5, pass initial_epoch=5, epochs=8)",
         )
 
 
@@ -355,55 +349,44 @@ def _check_argument(argument, value, call):
     if value is None:
         if argument.optional:
             return
-        raise InputValueError(
-            message(
-                f"`{name}` is missing.",
-                expected=f"{name}: {describe(argument)}",
-                received=f"{name}=None",
-                fix=f"pass `{name}`",
-            )
+        raise _value_error(
+            f"`{name}` is missing.",
+            expected=f"{name}: {describe(argument)}",
+            received=f"{name}=None",
+            fix=f"pass `{name}`",
         )
     accepted = tuple(_resolve(t) for t in argument.types)
     if accepted and not _is_instance(value, accepted):
-        raise InputTypeError(
-            message(
-                f"`{name}` must be {_types_text(argument)}.",
-                expected=f"{name}: {describe(argument)}",
-                received=f"{name}={_short(value)} "
-                f"(type: {type(value).__name__})",
-                fix=f"pass {name} as {describe(argument)}",
-            )
+        raise _type_error(
+            f"`{name}` must be {_types_text(argument)}.",
+            expected=f"{name}: {describe(argument)}",
+            received=f"{name}={_short(value)} (type: {type(value).__name__})",
+            fix=f"pass {name} as {describe(argument)}",
         )
     items = value if isinstance(value, list) else [value]
     if any(not _in_domain(argument, item) for item in items):
-        raise InputValueError(
-            message(
-                f"`{name}` must be {_domain_text(argument)}.",
-                expected=f"{name}: {describe(argument)}",
-                received=f"{name}={_short(value)}",
-                fix=f"pass {name} as {describe(argument)}",
-            )
+        raise _value_error(
+            f"`{name}` must be {_domain_text(argument)}.",
+            expected=f"{name}: {describe(argument)}",
+            received=f"{name}={_short(value)}",
+            fix=f"pass {name} as {describe(argument)}",
         )
     for other, fix in argument.excludes if _given(value) else ():
         if isinstance(other, Condition):
             if other.holds(call):
-                raise InputValueError(
-                    message(
-                        f"`{name}` cannot be given when {other.text}.",
-                        expected=f"{name} left out when {other.text}",
-                        received=f"{name}={_short(value)} while {other.text}",
-                        fix=fix,
-                    )
-                )
-        elif _given(call.get(other)):
-            raise InputValueError(
-                message(
-                    f"`{name}` and `{other}` cannot both be given.",
-                    expected="one of them, or neither",
-                    received=f"{name}={_short(value)}, "
-                    f"{other}={_short(call[other])}",
+                raise _value_error(
+                    f"`{name}` cannot be given when {other.text}.",
+                    expected=f"{name} left out when {other.text}",
+                    received=f"{name}={_short(value)} while {other.text}",
                     fix=fix,
                 )
+        elif _given(call.get(other)):
+            raise _value_error(
+                f"`{name}` and `{other}` cannot both be given.",
+                expected="one of them, or neither",
+                received=f"{name}={_short(value)}, "
+                f"{other}={_short(call[other])}",
+                fix=fix,
             )
     if argument.check is not None:
         argument.check(value, call, name)
@@ -503,9 +486,7 @@ def _resolve(accepted):
 
 def _given(value):
     """Whether an argument was given: not None, not a zero fraction."""
-    if value is None:
-        return False
-    return not (_is_number(value) and value == 0)
+    return value is not None and not (_is_number(value) and value == 0)
 
 
 def _short(value):
@@ -526,8 +507,7 @@ def _yields_sample_weights(x):
     return isinstance(spec, tuple) and len(spec) == 3
 
 
-def _outputs(call):
-    model = call["model"]
+def _outputs(model):
     return (getattr(model, "outputs", None) or []) if model.built else []
 
 
@@ -608,44 +588,36 @@ def element_structure(x: Any, y: Any = None) -> Any:
 def _check_dataset(dataset, steps, argument):
     cardinality = int(dataset.cardinality())
     if cardinality == 0:
-        raise InputValueError(
-            message(
-                f"`{argument}` is an empty dataset.",
-                expected="a dataset with at least one batch",
-                received=f"{argument}=<{type(dataset).__name__}> with "
-                "cardinality 0",
-                fix="check the dataset's source, filters, take()/skip(), "
-                "and that batch(..., drop_remainder=True) leaves a batch",
-            )
+        raise _value_error(
+            f"`{argument}` is an empty dataset.",
+            expected="a dataset with at least one batch",
+            received=f"{argument}=<{type(dataset).__name__}> with "
+            "cardinality 0",
+            fix="check the dataset's source, filters, take()/skip(), "
+            "and that batch(..., drop_remainder=True) leaves a batch",
         )
     if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
         name = "validation_steps" if argument != "x" else "steps_per_epoch"
-        raise InputValueError(
-            message(
-                f"`{name}` is required when `{argument}` is an "
-                "infinite dataset.",
-                expected=f"{name}=<int>, or a dataset without .repeat()",
-                received=f"{name}=None, {argument}="
-                f"<{type(dataset).__name__} element_spec="
-                f"{dataset.element_spec}>",
-                fix=f"pass {name}=<batches per epoch> (`steps` in evaluate "
-                "and predict), or remove .repeat()",
-            )
+        raise _value_error(
+            f"`{name}` is required when `{argument}` is an infinite dataset.",
+            expected=f"{name}=<int>, or a dataset without .repeat()",
+            received=f"{name}=None, {argument}="
+            f"<{type(dataset).__name__} element_spec="
+            f"{dataset.element_spec}>",
+            fix=f"pass {name}=<batches per epoch> (`steps` in evaluate "
+            "and predict), or remove .repeat()",
         )
-    components = tf.nest.flatten(dataset.element_spec)
     if any(
         isinstance(spec, tf.TensorSpec) and spec.shape.rank == 0
-        for spec in components
+        for spec in tf.nest.flatten(dataset.element_spec)
     ):
-        raise InputValueError(
-            message(
-                f"`{argument}` looks unbatched: a batched dataset yields "
-                "tensors with a batch dimension first, and this one yields "
-                "scalars.",
-                expected="a batched dataset, e.g. dataset.batch(64)",
-                received=f"element_spec={dataset.element_spec}",
-                fix="call .batch(batch_size) on the dataset before passing it",
-            )
+        raise _value_error(
+            f"`{argument}` looks unbatched: a batched dataset yields "
+            "tensors with a batch dimension first, and this one yields "
+            "scalars.",
+            expected="a batched dataset, e.g. dataset.batch(64)",
+            received=f"element_spec={dataset.element_spec}",
+            fix="call .batch(batch_size) on the dataset before passing it",
         )
 
 
@@ -657,8 +629,6 @@ def _check_arrays(x, y, sample_weight, argument):
         ("sample_weight", sample_weight),
     ):
         for leaf in tf.nest.flatten(value):
-            if leaf is None:
-                continue
             shape = getattr(leaf, "shape", None)
             if shape is None or len(shape) == 0:
                 continue
@@ -668,24 +638,20 @@ def _check_arrays(x, y, sample_weight, argument):
         received = ", ".join(
             f"{name}: {sorted(n)}" for name, n in lengths.items()
         )
-        raise InputValueError(
-            message(
-                f"`{argument}`, `y` and `sample_weight` must hold the same "
-                "number of samples.",
-                expected="arrays whose first dimensions are equal",
-                received=f"first dimensions {received}",
-                fix="slice the arrays to the same length, or check that "
-                "x and y come from the same split",
-            )
+        raise _value_error(
+            f"`{argument}`, `y` and `sample_weight` must hold the same "
+            "number of samples.",
+            expected="arrays whose first dimensions are equal",
+            received=f"first dimensions {received}",
+            fix="slice the arrays to the same length, or check that "
+            "x and y come from the same split",
         )
     if 0 in counts:
-        raise InputValueError(
-            message(
-                f"`{argument}` holds no samples.",
-                expected="arrays with at least one sample",
-                received=f"first dimension 0 in {argument}",
-                fix="check how the arrays were loaded or sliced",
-            )
+        raise _value_error(
+            f"`{argument}` holds no samples.",
+            expected="arrays with at least one sample",
+            received=f"first dimension 0 in {argument}",
+            fix="check how the arrays were loaded or sliced",
         )
 
 
@@ -720,22 +686,20 @@ def check_against_model(
     if not _uses_compiled_loss(model):
         return
     if y_spec is None:
-        raise InputValueError(
-            message(
-                f"`{argument}` holds no labels, and the loss needs them.",
-                expected=f"labels with the features: {argument}=(x, y) "
-                "per batch, or `y` beside arrays",
-                received=f"only features: {x_spec}",
-                fix="pass validation_data=(x_val, y_val)"
-                if argument == "validation_data"
-                else "pass the labels: fit(x, y) or a dataset of (x, y)",
-            )
+        raise _value_error(
+            f"`{argument}` holds no labels, and the loss needs them.",
+            expected=f"labels with the features: {argument}=(x, y) "
+            "per batch, or `y` beside arrays",
+            received=f"only features: {x_spec}",
+            fix="pass validation_data=(x_val, y_val)"
+            if argument == "validation_data"
+            else "pass the labels: fit(x, y) or a dataset of (x, y)",
         )
-    outputs = getattr(model, "outputs", None) if model.built else None
+    outputs = _outputs(model)
+    labels = "y" if y is not None else argument
     if outputs:
-        _check_label_count(outputs, y_spec, "y" if y is not None else argument)
-    if outputs and len(outputs) == 1:
-        labels = "y" if y is not None else argument
+        _check_label_count(outputs, y_spec, labels)
+    if len(outputs) == 1:
         _check_labels(model, outputs[0], y_spec, y, labels)
 
 
@@ -778,15 +742,13 @@ def _check_input_shapes(inputs, x_spec, argument):
             for a, b in zip(got[1:], expected[1:], strict=True)
         ):
             continue
-        raise InputValueError(
-            message(
-                f"The features of `{argument}` do not fit the model's input "
-                f"{name!r}.",
-                expected=f"features of shape {tuple(tensor.shape)}",
-                received=f"features of shape {tuple(shape)}",
-                fix="select or reshape the features to that shape, or build "
-                f"the model with keras.Input(shape={tuple(shape)[1:]})",
-            )
+        raise _value_error(
+            f"The features of `{argument}` do not fit the model's input "
+            f"{name!r}.",
+            expected=f"features of shape {tuple(tensor.shape)}",
+            received=f"features of shape {tuple(shape)}",
+            fix="select or reshape the features to that shape, or build "
+            f"the model with keras.Input(shape={tuple(shape)[1:]})",
         )
 
 
@@ -799,75 +761,56 @@ def _check_label_count(outputs, y_spec, argument):
         fits = len(tf.nest.flatten(y_spec)) == len(outputs)
         received = f"{len(tf.nest.flatten(y_spec))} label arrays"
     if not fits:
-        raise InputValueError(
-            message(
-                f"The labels of `{argument}` do not match the model's "
-                f"{len(outputs)} outputs.",
-                expected=f"one label array per output ({len(outputs)})",
-                received=received,
-                fix="pass one label array per output, in the order of "
-                "model.outputs (or a dict keyed by output name)",
-            )
+        raise _value_error(
+            f"The labels of `{argument}` do not match the model's "
+            f"{len(outputs)} outputs.",
+            expected=f"one label array per output ({len(outputs)})",
+            received=received,
+            fix="pass one label array per output, in the order of "
+            "model.outputs (or a dict keyed by output name)",
         )
 
 
 def check_has_layers(model: keras.Model, method: str) -> None:
     """Raises if `model` is a Sequential with nothing to call."""
     if isinstance(model, keras.Sequential) and not model.layers:
-        raise InputValueError(
-            message(
-                f"ManualLoop.{method}: the Sequential model has no layers, so "
-                "it cannot be built or called.",
-                expected="a model with at least one layer",
-                received=f"keras.Sequential named {model.name!r}, empty",
-                fix="add layers first: model.add(keras.layers.Dense(...)), "
-                "or pass them to keras.Sequential([...])",
-            )
+        raise _value_error(
+            f"ManualLoop.{method}: the Sequential model has no layers, so "
+            "it cannot be built or called.",
+            expected="a model with at least one layer",
+            received=f"keras.Sequential named {model.name!r}, empty",
+            fix="add layers first: model.add(keras.layers.Dense(...)), "
+            "or pass them to keras.Sequential([...])",
         )
 
 
 def _check_element_count(element_spec, argument):
     if isinstance(element_spec, tuple) and len(element_spec) > 3:
-        raise InputValueError(
-            message(
-                f"`{argument}` yields {len(element_spec)} elements per batch; "
-                "fit reads at most three: (x, y, sample_weight).",
-                expected="batches of x, (x,), (x, y) or (x, y, sample_weight)",
-                received=f"element_spec={element_spec}",
-                fix="group several inputs into a tuple or dict as the first "
-                "element: dataset.map(lambda a, b, y: ((a, b), y))",
-            )
+        raise _value_error(
+            f"`{argument}` yields {len(element_spec)} elements per batch; "
+            "fit reads at most three: (x, y, sample_weight).",
+            expected="batches of x, (x,), (x, y) or (x, y, sample_weight)",
+            received=f"element_spec={element_spec}",
+            fix="group several inputs into a tuple or dict as the first "
+            "element: dataset.map(lambda a, b, y: ((a, b), y))",
         )
 
 
 def _model_inputs(model):
     """The model's declared inputs as {name: KerasTensor}, if known."""
-    if not model.built:
-        return None
-    try:
-        inputs = model.inputs
-    except AttributeError:
-        return None
-    if not inputs:
-        return None
-    return {tensor.name: tensor for tensor in inputs}
+    inputs = getattr(model, "inputs", None) if model.built else None
+    return {tensor.name: tensor for tensor in inputs} if inputs else None
 
 
 def _check_input_keys(inputs, x_spec, argument):
-    if not isinstance(x_spec, dict):
+    if not isinstance(x_spec, dict) or set(x_spec) == set(inputs):
         return
-    if set(x_spec) <= set(inputs):
-        missing = sorted(set(inputs) - set(x_spec))
-        if not missing:
-            return
-    raise InputValueError(
-        message(
-            f"The keys of `{argument}` must name the model's inputs.",
-            expected=f"a dict with keys {sorted(inputs)}",
-            received=f"a dict with keys {sorted(x_spec)}",
-            fix="rename the keys to match the names given to keras.Input(..., "
-            "name=...), or rename the model's inputs",
-        )
+    raise _value_error(
+        f"The keys of `{argument}` must name the model's inputs.",
+        expected=f"a dict with keys {sorted(inputs)}",
+        received=f"a dict with keys {sorted(x_spec)}",
+        fix="rename the keys to match the names given to keras.Input(..., "
+        "name=...), or rename the model's inputs",
     )
 
 
@@ -884,18 +827,16 @@ def _check_strings(inputs, x_spec, argument):
             continue
         if keras.backend.standardize_dtype(tensor.dtype) == "string":
             continue
-        raise InputTypeError(
-            message(
-                f"`{argument}` holds strings, and the model's input "
-                f"{name!r} takes {tensor.dtype} numbers.",
-                expected="numeric features, or a model whose input is "
-                'keras.Input(..., dtype="string") followed by a '
-                "StringLookup or TextVectorization layer",
-                received=f"{spec}",
-                fix="turn the strings into numbers before the model "
-                "(keras.layers.StringLookup / TextVectorization, in the "
-                "model or in dataset.map)",
-            )
+        raise _type_error(
+            f"`{argument}` holds strings, and the model's input "
+            f"{name!r} takes {tensor.dtype} numbers.",
+            expected="numeric features, or a model whose input is "
+            'keras.Input(..., dtype="string") followed by a '
+            "StringLookup or TextVectorization layer",
+            received=f"{spec}",
+            fix="turn the strings into numbers before the model "
+            "(keras.layers.StringLookup / TextVectorization, in the "
+            "model or in dataset.map)",
         )
 
 
@@ -923,33 +864,29 @@ def _check_labels(model, output, y_spec, y, labels):
             y_shape.rank == out_rank and y_shape[-1] == 1
         )
         if not fits:
-            raise InputValueError(
-                message(
-                    f"The labels of `{labels}` do not fit the loss {name}: "
-                    "it takes one integer class index per sample.",
-                    expected=f"labels of shape (batch,) for outputs of shape "
-                    f"{tuple(output.shape)}",
-                    received=f"labels of shape {tuple(y_shape)}",
-                    fix="pass class indices (y.argmax(-1) for one-hot "
-                    "labels), or use loss=CategoricalCrossentropy for "
-                    "one-hot labels",
-                )
+            raise _value_error(
+                f"The labels of `{labels}` do not fit the loss {name}: "
+                "it takes one integer class index per sample.",
+                expected=f"labels of shape (batch,) for outputs of shape "
+                f"{tuple(output.shape)}",
+                received=f"labels of shape {tuple(y_shape)}",
+                fix="pass class indices (y.argmax(-1) for one-hot "
+                "labels), or use loss=CategoricalCrossentropy for "
+                "one-hot labels",
             )
         if y is not None and classes:
             _check_label_range(np.asarray(y), classes, name, labels)
     elif name in _DENSE_LOSSES and (
         y_shape.rank != out_rank or y_shape[-1] not in (None, classes)
     ):
-        raise InputValueError(
-            message(
-                f"The labels of `{labels}` do not fit the loss {name}: it "
-                "takes one-hot (or probability) labels, one column per class.",
-                expected=f"labels of shape (batch, {classes})",
-                received=f"labels of shape {tuple(y_shape)}",
-                fix="one-hot encode them (keras.utils.to_categorical(y, "
-                f"{classes})), or use loss=SparseCategoricalCrossentropy "
-                "for integer class indices",
-            )
+        raise _value_error(
+            f"The labels of `{labels}` do not fit the loss {name}: it "
+            "takes one-hot (or probability) labels, one column per class.",
+            expected=f"labels of shape (batch, {classes})",
+            received=f"labels of shape {tuple(y_shape)}",
+            fix="one-hot encode them (keras.utils.to_categorical(y, "
+            f"{classes})), or use loss=SparseCategoricalCrossentropy "
+            "for integer class indices",
         )
 
 
@@ -958,17 +895,15 @@ def _check_label_range(y, classes, loss_name, labels):
         return
     low, high = y.min(), y.max()
     if low < 0 or high >= classes:
-        raise InputValueError(
-            message(
-                f"The labels of `{labels}` are out of range for {loss_name}: "
-                "the model has "
-                f"{classes} outputs, so class indices run from 0 to "
-                f"{classes - 1}.",
-                expected=f"0 <= y < {classes}",
-                received=f"labels from {low} to {high}",
-                fix=f"check the labels, or give the last layer {int(high) + 1} "
-                "units",
-            )
+        raise _value_error(
+            f"The labels of `{labels}` are out of range for {loss_name}: "
+            "the model has "
+            f"{classes} outputs, so class indices run from 0 to "
+            f"{classes - 1}.",
+            expected=f"0 <= y < {classes}",
+            received=f"labels from {low} to {high}",
+            fix=f"check the labels, or give the last layer {int(high) + 1} "
+            "units",
         )
 
 
@@ -995,12 +930,10 @@ def check_hook_result(
         result: What the hook returned.
         variables: For "compute_gradients", the variables it was given.
     """
-    fits = result is not None
-    if fits and variables is not None:
-        fits = isinstance(result, (list, tuple)) and len(result) == len(
-            variables
-        )
-    if fits:
+    if result is not None and (
+        variables is None
+        or (isinstance(result, (list, tuple)) and len(result) == len(variables))
+    ):
         return
     received = "None" if result is None else f"<{type(result).__name__}>"
     if isinstance(result, (list, tuple)):

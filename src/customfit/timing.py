@@ -179,19 +179,10 @@ def maybe_timed(
     Returns:
         A callable taking the batch iterator, as `step_function` does.
     """
-    timer = _find_timer(callbacks)
-    if timer is None:
-        return step_function
-    return _TimedSteps(step_function, timer)
-
-
-def _find_timer(callbacks: Any) -> StepTimer | None:
-    if callbacks is None:
-        return None
-    for callback in getattr(callbacks, "callbacks", callbacks):
+    for callback in getattr(callbacks, "callbacks", callbacks) or ():
         if isinstance(callback, StepTimer):
-            return callback
-    return None
+            return _TimedSteps(step_function, callback)
+    return step_function
 
 
 class _TimedSteps:

@@ -254,9 +254,7 @@ class _BuildFunction(HyperModel):
             self._declare_hyperparameters(hp)
 
     def fit_options(self, hp):
-        if self._fit_options_fn is None:
-            return {}
-        return self._fit_options_fn(hp)
+        return {} if self._fit_options_fn is None else self._fit_options_fn(hp)
 
 
 def wrap(
