@@ -427,17 +427,6 @@ def test_a_validation_dataset_is_fine_with_fit_batch_size():
     assert model.optimizer.iterations.numpy() == 5
 
 
-def test_labels_per_output_are_counted():
-    inputs = keras.Input((4,))
-    model = CustomModel(
-        inputs, [keras.layers.Dense(2)(inputs), keras.layers.Dense(2)(inputs)]
-    )
-    model.compile(optimizer="sgd", loss=["mse", "mse"])
-    with pytest.raises(customfit.InputValueError, match="2 outputs"):
-        ManualLoop(model).fit(X, np.zeros((40, 2)), verbose=0)
-    assert model.optimizer.iterations.numpy() == 0
-
-
 def test_a_step_of_its_own_may_take_data_without_labels():
     class Unsupervised(CustomModel):
         def compute_loss(self, x, y, y_pred, sample_weight, training=True):

@@ -697,8 +697,6 @@ def check_against_model(
         )
     outputs = _outputs(model)
     labels = "y" if y is not None else argument
-    if outputs:
-        _check_label_count(outputs, y_spec, labels)
     if len(outputs) == 1:
         _check_labels(model, outputs[0], y_spec, y, labels)
 
@@ -749,25 +747,6 @@ def _check_input_shapes(inputs, x_spec, argument):
             received=f"features of shape {tuple(shape)}",
             fix="select or reshape the features to that shape, or build "
             f"the model with keras.Input(shape={tuple(shape)[1:]})",
-        )
-
-
-def _check_label_count(outputs, y_spec, argument):
-    names = [getattr(o, "name", None) for o in outputs]
-    if isinstance(y_spec, dict):
-        fits = set(y_spec) <= {n.split("/")[0] for n in names if n}
-        received = f"labels keyed {sorted(y_spec)}"
-    else:
-        fits = len(tf.nest.flatten(y_spec)) == len(outputs)
-        received = f"{len(tf.nest.flatten(y_spec))} label arrays"
-    if not fits:
-        raise _value_error(
-            f"The labels of `{argument}` do not match the model's "
-            f"{len(outputs)} outputs.",
-            expected=f"one label array per output ({len(outputs)})",
-            received=received,
-            fix="pass one label array per output, in the order of "
-            "model.outputs (or a dict keyed by output name)",
         )
 
 
