@@ -1,17 +1,49 @@
-"""Every private Keras name customfit uses, in one place.
+"""Every private or version-dependent Keras and TensorFlow name, in one place.
 
 Keras 3 has no public API for these. Each one is used exactly as
 `keras.Model.fit` uses it, which is what makes ManualLoop give the same
-batches and the same logs as fit. `tests/test_keras_compat.py` pins the shape
-of each, so a Keras release that changes one fails there, plainly, and not
-somewhere deep in a training run.
+batches and the same logs as fit. `tests/test_keras_compat.py` pins what
+each returns on a small model, so a Keras release that changes one fails
+there, plainly, and not somewhere deep in a training run. Every Keras from
+`KERAS` (below) has them all; `.ci/matrix.py` tests each minor release.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import keras
 import tensorflow as tf
+
+from customfit.errors import message
+
+# The tested ranges; pyproject.toml declares exactly these.
+KERAS = (">=3.8", "<3.16")
+TENSORFLOW = (">=2.16", "<2.22")
+
+
+def check_keras_version(version: str) -> None:
+    """Raises ImportError, with the pip command that fixes it, below 3.8.
+
+    Older Keras lacks names below (`pythonify_logs` before 3.7) or gives
+    fit's logs another shape, so customfit would fail later and obscurely.
+    """
+    major, minor = (int(part) for part in re.findall(r"\d+", version)[:2])
+    if (major, minor) < (3, 8):
+        keras_range, tf_range = ",".join(KERAS), ",".join(TENSORFLOW)
+        raise ImportError(
+            message(
+                f"customfit supports Keras {keras_range} (each minor release "
+                f"tested with the TensorFlow of its time, {tf_range}).",
+                expected=f"keras{keras_range}",
+                received=f"keras {version}",
+                fix=f'pip install "keras{keras_range}" "tensorflow{tf_range}"',
+            )
+        )
+
+
+check_keras_version(keras.__version__)
 
 # Model.__init__, for functional arguments, runs the backend trainer's
 # __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
@@ -20,21 +52,45 @@ import tensorflow as tf
 # outputs)` ran, `class Net(CustomModel)` could no longer call
 # `super().__init__()`. CustomModel runs the same two initializers without the
 # rewrite (see `init_functional`).
-from keras.src.models.functional import Functional  # noqa: F401
-from keras.src.models.model import Trainer as _BackendTrainer
-from keras.src.models.model import functional_init_arguments  # noqa: F401
+from keras.src.models.functional import Functional  # noqa: E402
+from keras.src.models.model import Trainer as _BackendTrainer  # noqa: E402
+from keras.src.models.model import functional_init_arguments  # noqa: E402, F401
 
 # The data adapters turn arrays, tf.data, generators and PyDatasets into a
 # tf.data.Dataset of (x, y, sample_weight) batches; they also turn
 # class_weight into sample weights. fit builds its batches with them.
-from keras.src.trainers.data_adapters import get_data_adapter  # noqa: F401
-from keras.src.trainers.data_adapters.array_slicing import (  # noqa: F401
+from keras.src.trainers.data_adapters import get_data_adapter  # noqa: E402, F401
+from keras.src.trainers.data_adapters.array_slicing import (  # noqa: E402, F401
     train_validation_split,
 )
 
 # CallbackList flattens logs and turns tensors into floats with this; evaluate
 # returns logs passed through it.
-from keras.src.utils.python_utils import pythonify_logs  # noqa: F401
+from keras.src.utils.python_utils import pythonify_logs  # noqa: E402, F401
+
+
+def call_has_training_arg(model) -> bool:
+    """Whether the model's `call` takes `training` (Keras' own test).
+
+    Keras 3.10 added the public-looking `call_signature_parameters`; this
+    private flag, computed from it, exists from Keras 3.5 on.
+    """
+    return model._call_has_training_arg
+
+
+def strategy_supports_no_merge_call() -> bool:
+    """Whether replicas may apply updates without `merge_call`, as Keras'
+    optimizer decides (TensorFlow exports it only under `__internal__`)."""
+    return tf.__internal__.distribute.strategy_supports_no_merge_call()
+
+
+def debug_cap(setting: str) -> int | None:
+    """`keras.config.<setting>()`, the debugging cap; None before Keras 3.10.
+
+    `setting` is "max_epochs" or "max_steps_per_epoch".
+    """
+    read_cap = getattr(keras.config, setting, None)
+    return read_cap() if read_cap is not None else None
 
 
 def learning_rate_object(optimizer) -> Any:

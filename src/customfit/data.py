@@ -378,8 +378,7 @@ def debug_cap(value: int | None, setting: str, name: str) -> int | None:
     Returns:
         The smaller of `value` and the cap.
     """
-    read_cap = getattr(keras.config, setting, None)  # Keras >= 3.6
-    cap = read_cap() if read_cap is not None else None
+    cap = _keras_compat.debug_cap(setting)
     if cap and (value is None or cap < value):
         warnings.warn(f"Limiting {name} to {cap}", stacklevel=3)
         return cap
