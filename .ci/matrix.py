@@ -19,6 +19,7 @@ import argparse
 import datetime
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ PAIRS = {
     "tf2.20-keras3.13": ("2.20.0", "3.13.2"),
     "tf2.21-keras3.14": ("2.21.0", "3.14.1"),
     "tf2.21-keras3.15": ("2.21.0", "3.15.1"),
+    # The other Pythons TensorFlow publishes wheels for, at both ends.
+    "tf2.16-keras3.8-py3.10": ("2.16.2", "3.8.0", "3.10"),
+    "tf2.21-keras3.15-py3.13": ("2.21.0", "3.15.1", "3.13"),
 }
 # The pair CI runs the core suite on: the oldest declared Keras with the
 # oldest declared TensorFlow.
@@ -73,7 +77,7 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def environment(root: Path, name: str, fresh: bool) -> Path:
     """The pair's venv, reused while its constraints and checkout are same."""
-    tensorflow, keras = PAIRS[name]
+    tensorflow, keras, *python = PAIRS[name]
     venv = root / name
     constraints = f"tensorflow=={tensorflow}\nkeras=={keras}\n"
     # The editable install points at this checkout and holds its requirements.
@@ -84,7 +88,8 @@ def environment(root: Path, name: str, fresh: bool) -> Path:
     if not fresh and installed.exists() and installed.read_text() == key:
         log(f"{name}: reusing {venv}")
         return venv
-    run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    interpreter = find_python(python[0]) if python else sys.executable
+    run([interpreter, "-m", "venv", "--clear", str(venv)], check=True)
     (venv / "constraints.txt").write_text(constraints)
     tools = [
         requirement
@@ -97,6 +102,18 @@ def environment(root: Path, name: str, fresh: bool) -> Path:
     run([*pip, "-e", ".[datasets]", *tools], check=True)
     installed.write_text(key)
     return venv
+
+
+def find_python(version: str) -> str:
+    """`pythonX.Y` on PATH, else pyenv's (a pyenv shim may refuse it)."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = sorted(pyenv.glob(f"versions/{version}.*/bin/python{version}"))
+    if found:
+        return str(found[-1])
+    on_path = shutil.which(f"python{version}")
+    if on_path is None:
+        sys.exit(f"matrix: no python{version} here (PATH, {pyenv})")
+    return on_path
 
 
 def versions(python: Path) -> dict[str, str]:

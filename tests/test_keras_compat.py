@@ -59,9 +59,11 @@ def test_declared_ranges_are_the_tested_ranges():
     pairs = load_script(REPO / ".ci" / "matrix.py").PAIRS.values()
     minors = {
         "tensorflow": sorted(
-            {tuple(map(int, t.split(".")[:2])) for t, _ in pairs}
+            {tuple(map(int, t.split(".")[:2])) for t, *_ in pairs}
         ),
-        "keras": sorted({tuple(map(int, k.split(".")[:2])) for _, k in pairs}),
+        "keras": sorted(
+            {tuple(map(int, k.split(".")[:2])) for _, k, *_ in pairs}
+        ),
     }
     for name, (low, high) in (
         ("keras", _keras_compat.KERAS),
