@@ -75,6 +75,24 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, text=True, **kwargs)
 
 
+def streamed(command: list[str], env: dict) -> tuple[int, str]:
+    """Runs `command`, printing its output as it comes; returns both."""
+    log(" ".join(command))
+    with subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as process:
+        lines = []
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+    return process.returncode, "".join(lines)
+
+
 def environment(root: Path, name: str, fresh: bool) -> Path:
     """The pair's venv, reused while its constraints and checkout are same."""
     tensorflow, keras, *python = PAIRS[name]
@@ -143,29 +161,17 @@ def test_pair(root: Path, name: str, args: argparse.Namespace) -> dict:
     row = {"pair": name, **versions(python)}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.setdefault("TFDS_DATA_DIR", str(REPO.parent / "shared/data/tfds"))
-    tests = run(
-        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        + [*CORE_SUITE, *args.pytest_args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    pytest = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    returncode, output = streamed(
+        [*pytest, *CORE_SUITE, *args.pytest_args], env
     )
-    print(tests.stdout[-3000:], flush=True)
-    row["core"] = summary(tests.stdout)
-    row["core_ok"] = tests.returncode == 0
+    row["core"] = summary(output)
+    row["core_ok"] = returncode == 0
     row["example"], row["example_ok"] = "not run", True
     if not args.no_example:
-        example = run(
-            [str(python), *EXAMPLE],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        print(example.stdout[-1500:], flush=True)
-        accuracy = re.findall(
-            r"test accuracy \(manual\): ([\d.]+)", example.stdout
-        )
-        row["example_ok"] = example.returncode == 0 and bool(accuracy)
+        returncode, output = streamed([str(python), *EXAMPLE], env)
+        accuracy = re.findall(r"test accuracy \(manual\): ([\d.]+)", output)
+        row["example_ok"] = returncode == 0 and bool(accuracy)
         row["example"] = (
             f"test accuracy {accuracy[-1]}" if row["example_ok"] else "FAILED"
         )
@@ -176,16 +182,17 @@ def test_pair(root: Path, name: str, args: argparse.Namespace) -> dict:
 def table_row(row: dict, date: str) -> str:
     mark = "pass" if row["core_ok"] else "FAIL"
     return (
-        f"| {row['tensorflow']} | {row['keras']} | {row['python']} "
+        f"| `{row['pair']}` | {row['tensorflow']} | {row['keras']} "
+        f"| {row['python']} "
         f"| {row['protobuf']} | {mark}: {row['core']} | {row['example']} "
         f"| {date} |"
     )
 
 
 HEADER = (
-    "| TensorFlow | Keras | Python | protobuf | core suite | "
+    "| pair | TensorFlow | Keras | Python | protobuf | core suite | "
     "MNIST example, 1 epoch | date |\n"
-    "|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -193,14 +200,11 @@ def write_docs(rows: dict[str, str]) -> None:
     """Replaces the pairs' rows in the table of docs/installation.md."""
     text = DOCS_PAGE.read_text()
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    old = {}
-    for line in text[start:end].splitlines():
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if len(cells) > 2 and re.match(r"\d", cells[0]):
-            old[
-                f"tf{cells[0].rsplit('.', 1)[0]}-keras"
-                f"{cells[1].rsplit('.', 1)[0]}"
-            ] = line
+    old = {
+        line.split("`")[1]: line
+        for line in text[start:end].splitlines()
+        if line.startswith("| `")
+    }
     old.update(rows)
     ordered = [old[name] for name in PAIRS if name in old]
     table = "\n".join([HEADER, *ordered])
@@ -242,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         row = test_pair(args.root, name, args)
         results[name] = table_row(row, date)
         log(f"{name}: {results[name]} ({row['minutes']} min)")
+        if args.write_docs:
+            write_docs({name: results[name]})
         if not (row["core_ok"] and row["example_ok"]):
             failed.append(name)
     print("\n".join([HEADER, *results.values()]))
-    if args.write_docs:
-        write_docs(results)
     if failed:
         log(f"FAILED: {', '.join(failed)}")
     return 1 if failed else 0
