@@ -80,6 +80,35 @@ def test_the_installed_keras_is_in_the_declared_range():
     assert minor < (3, 16), "untested Keras: add its pair to .ci/matrix.py"
 
 
+def test_batch_end_step_is_the_step_fit_passes_to_on_train_batch_end():
+    class Steps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ends.append(batch)
+
+    ends = []
+    model = compiled_model()
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=2)
+    model.fit(
+        np.zeros((8, 3)),
+        np.zeros((8, 2)),
+        batch_size=2,
+        verbose=0,
+        callbacks=[Steps()],
+    )
+    assert ends == [_keras_compat.batch_end_step(s, 2) for s in (0, 2)]
+
+
+def test_maybe_symbolic_build_reads_one_batch_under_a_strategy():
+    with mirrored_strategy().scope():
+        model = compiled_model()
+    dataset = tf.data.Dataset.from_tensors((tf.zeros((2, 3)), tf.zeros((2, 2))))
+    iterator = iter(
+        mirrored_strategy().experimental_distribute_dataset(dataset)
+    )
+    _keras_compat.maybe_symbolic_build(model, iter([(0, 0, iterator)]))
+    assert model.optimizer.built and model.built
+
+
 def test_call_has_training_arg_reads_the_call_signature():
     class WithTraining(keras.Model):
         def call(self, x, training=False):

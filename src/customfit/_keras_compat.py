@@ -23,14 +23,18 @@ KERAS = (">=3.8", "<3.16")
 TENSORFLOW = (">=2.16", "<2.22")
 
 
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = (int(part) for part in re.findall(r"\d+", version)[:2])
+    return major, minor
+
+
 def check_keras_version(version: str) -> None:
     """Raises ImportError, with the pip command that fixes it, below 3.8.
 
     Older Keras lacks names below (`pythonify_logs` before 3.7) or gives
     fit's logs another shape, so customfit would fail later and obscurely.
     """
-    major, minor = (int(part) for part in re.findall(r"\d+", version)[:2])
-    if (major, minor) < (3, 8):
+    if _minor(version) < (3, 8):
         keras_range, tf_range = ",".join(KERAS), ",".join(TENSORFLOW)
         raise ImportError(
             message(
@@ -44,6 +48,9 @@ def check_keras_version(version: str) -> None:
 
 
 check_keras_version(keras.__version__)
+# Before Keras 3.11 fit's epoch iterator yields (step, iterator), and fit
+# passes that first step of an execution to on_*_batch_end as well.
+_EPOCH_ITERATOR_YIELDS_PAIRS = _minor(keras.__version__) < (3, 11)
 
 # Model.__init__, for functional arguments, runs the backend trainer's
 # __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
@@ -67,6 +74,16 @@ from keras.src.trainers.data_adapters.array_slicing import (  # noqa: E402, F401
 # CallbackList flattens logs and turns tensors into floats with this; evaluate
 # returns logs passed through it.
 from keras.src.utils.python_utils import pythonify_logs  # noqa: E402, F401
+
+
+def batch_end_step(first_step: int, steps_per_execution: int) -> int:
+    """The step fit passes to `on_*_batch_end` for one execution.
+
+    The execution's last step from Keras 3.11 on, its first before.
+    """
+    if _EPOCH_ITERATOR_YIELDS_PAIRS:
+        return first_step
+    return first_step + steps_per_execution - 1
 
 
 def call_has_training_arg(model) -> bool:
@@ -163,6 +180,8 @@ def maybe_symbolic_build(model, batches) -> None:
         if model._distribute_strategy is not None:
             symbolic_build(model, batches.element_spec)
         return
+    if _EPOCH_ITERATOR_YIELDS_PAIRS:
+        batches = ((first_step, it) for first_step, _, it in batches)
     model._maybe_symbolic_build(iterator=batches)
 
 
