@@ -31,8 +31,8 @@ def _minor(version: str) -> tuple[int, int]:
 def check_keras_version(version: str) -> None:
     """Raises ImportError, with the pip command that fixes it, below 3.8.
 
-    Older Keras lacks names below (`pythonify_logs` before 3.7) or gives
-    fit's logs another shape, so customfit would fail later and obscurely.
+    3.8 is the oldest Keras tested; older ones lack names used below
+    (`pythonify_logs` before 3.7), so customfit would fail later, obscurely.
     """
     if _minor(version) < (3, 8):
         keras_range, tf_range = ",".join(KERAS), ",".join(TENSORFLOW)
