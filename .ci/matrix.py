@@ -152,7 +152,9 @@ def summary(output: str) -> str:
     """pytest's closing counts, e.g. "83 passed, 2 skipped in 310.2s"."""
     counts = r"\d+ (?:passed|failed|skipped|errors?)\b.* in [\d.]+s"
     lines = re.findall(rf"^=* ?({counts})", output, re.MULTILINE)
-    return lines[-1] if lines else "no summary (crashed?)"
+    if not lines:
+        return "no summary (crashed?)"
+    return re.sub(r", \d+ warnings?", "", lines[-1])
 
 
 def test_pair(root: Path, name: str, args: argparse.Namespace) -> dict:
