@@ -203,6 +203,14 @@ HEADER = (
 )
 
 
+def not_run(name: str) -> str:
+    tensorflow, keras, *python = PAIRS[name]
+    python = python[0] if python else "3.11"
+    return (
+        f"| `{name}` | {tensorflow} | {keras} | {python} | | not run yet | | |"
+    )
+
+
 def write_docs(rows: dict[str, str]) -> None:
     """Replaces the pairs' rows in the table of docs/installation.md."""
     text = DOCS_PAGE.read_text()
@@ -213,10 +221,10 @@ def write_docs(rows: dict[str, str]) -> None:
         if line.startswith("| `")
     }
     old.update(rows)
-    ordered = [old[name] for name in PAIRS if name in old]
+    ordered = [old.get(name, not_run(name)) for name in PAIRS]
     table = "\n".join([HEADER, *ordered])
     DOCS_PAGE.write_text(f"{text[:start]}\n{table}\n{text[end:]}")
-    log(f"wrote {len(ordered)} rows to {DOCS_PAGE.relative_to(REPO)}")
+    log(f"wrote {len(rows)} of {len(ordered)} rows in {DOCS_PAGE.name}")
 
 
 def main(argv: list[str] | None = None) -> int:
