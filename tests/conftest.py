@@ -22,6 +22,18 @@ REPLICA_DEVICES = ["/cpu:0", "/cpu:1"]
 
 _MIRRORED = []
 
+import keras  # noqa: E402  (after the devices are set)
+
+KERAS_VERSION = tuple(int(part) for part in keras.__version__.split(".")[:2])
+
+
+def requires_keras(minimum: tuple[int, int], reason: str):
+    """Skips a test on a Keras older than `minimum`, saying why."""
+    version = ".".join(map(str, minimum))
+    return pytest.mark.skipif(
+        KERAS_VERSION < minimum, reason=f"Keras < {version}: {reason}"
+    )
+
 
 def mirrored_strategy() -> tf.distribute.MirroredStrategy:
     """The session's one MirroredStrategy over the two logical CPUs.

@@ -14,6 +14,8 @@ Who owns what:
 - `_keras_compat.py`: the few private Keras names used, in one place.
 """
 
+# First: on a Keras customfit does not support, fail here, with the fix.
+from customfit import _keras_compat  # noqa: F401
 from customfit.backup import Backup
 from customfit.errors import CustomFitError
 from customfit.errors import InputTypeError

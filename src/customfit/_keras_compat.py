@@ -1,28 +1,66 @@
-"""Every private Keras name customfit uses, in one place.
+"""Every private or version-dependent Keras and TensorFlow name, in one place.
 
 Keras 3 has no public API for these. Each one is used exactly as
 `keras.Model.fit` uses it, which is what makes ManualLoop give the same
-batches and the same logs as fit. `tests/test_keras_compat.py` pins the shape
-of each, so a Keras release that changes one fails there, plainly, and not
-somewhere deep in a training run.
+batches and the same logs as fit. `tests/test_keras_compat.py` pins what
+each returns on a small model, so a Keras release that changes one fails
+there, plainly, and not somewhere deep in a training run. Every Keras from
+`KERAS` (below) has them all; `.ci/matrix.py` tests each minor release.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from customfit.errors import message
+
+# The tested ranges; pyproject.toml declares exactly these.
+KERAS = (">=3.8", "<3.16")
+TENSORFLOW = (">=2.16", "<2.22")
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = (int(part) for part in re.findall(r"\d+", version)[:2])
+    return major, minor
+
+
+def check_keras_version(version: str) -> None:
+    """Raises ImportError, with the pip command that fixes it, below 3.8.
+
+    3.8 is the oldest Keras tested; older ones lack names used below
+    (`pythonify_logs` before 3.7), so customfit would fail later, obscurely.
+    """
+    if _minor(version) < (3, 8):
+        keras_range, tf_range = ",".join(KERAS), ",".join(TENSORFLOW)
+        raise ImportError(
+            message(
+                f"customfit supports Keras {keras_range} (each minor release "
+                f"tested with the TensorFlow of its time, {tf_range}).",
+                expected=f"keras{keras_range}",
+                received=f"keras {version}",
+                fix=f'pip install "keras{keras_range}" "tensorflow{tf_range}"',
+            )
+        )
+
+
+check_keras_version(keras.__version__)
+# Before Keras 3.11 fit's epoch iterator yields (step, iterator), and fit
+# passes that first step of an execution to on_*_batch_end as well.
+_EPOCH_ITERATOR_YIELDS_PAIRS = _minor(keras.__version__) < (3, 11)
+
 # predict concatenates its outputs with these: a chunk's steps with
 # `concat`, then the chunks with `potentially_ragged_concat` (a
 # tf.RaggedTensor where the shapes differ) and numpy for all but ragged.
-from keras.src.backend.tensorflow.trainer import concat  # noqa: F401
-from keras.src.backend.tensorflow.trainer import convert_to_np_if_not_ragged
-from keras.src.backend.tensorflow.trainer import potentially_ragged_concat
+from keras.src.backend.tensorflow.trainer import concat  # noqa: E402, F401
+from keras.src.backend.tensorflow.trainer import convert_to_np_if_not_ragged  # noqa: E402
+from keras.src.backend.tensorflow.trainer import potentially_ragged_concat  # noqa: E402
 
 # fit reduces the outputs of `strategy.run` over the replicas with this.
-from keras.src.backend.tensorflow.trainer import reduce_per_replica  # noqa: F401
+from keras.src.backend.tensorflow.trainer import reduce_per_replica  # noqa: E402, F401
 
 # Model.__init__, for functional arguments, runs the backend trainer's
 # __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
@@ -31,21 +69,55 @@ from keras.src.backend.tensorflow.trainer import reduce_per_replica  # noqa: F40
 # outputs)` ran, `class Net(CustomModel)` could no longer call
 # `super().__init__()`. CustomModel runs the same two initializers without the
 # rewrite (see `init_functional`).
-from keras.src.models.functional import Functional  # noqa: F401
-from keras.src.models.model import Trainer as _BackendTrainer
-from keras.src.models.model import functional_init_arguments  # noqa: F401
+from keras.src.models.functional import Functional  # noqa: E402
+from keras.src.models.model import Trainer as _BackendTrainer  # noqa: E402
+from keras.src.models.model import functional_init_arguments  # noqa: E402, F401
 
 # The data adapters turn arrays, tf.data, generators and PyDatasets into a
 # tf.data.Dataset of (x, y, sample_weight) batches; they also turn
 # class_weight into sample weights. fit builds its batches with them.
-from keras.src.trainers.data_adapters import get_data_adapter  # noqa: F401
-from keras.src.trainers.data_adapters.array_slicing import (  # noqa: F401
+from keras.src.trainers.data_adapters import get_data_adapter  # noqa: E402, F401
+from keras.src.trainers.data_adapters.array_slicing import (  # noqa: E402, F401
     train_validation_split,
 )
 
 # CallbackList flattens logs and turns tensors into floats with this; evaluate
 # returns logs passed through it.
-from keras.src.utils.python_utils import pythonify_logs  # noqa: F401
+from keras.src.utils.python_utils import pythonify_logs  # noqa: E402, F401
+
+
+def batch_end_step(first_step: int, steps_per_execution: int) -> int:
+    """The step fit passes to `on_*_batch_end` for one execution.
+
+    The execution's last step from Keras 3.11 on, its first before.
+    """
+    if _EPOCH_ITERATOR_YIELDS_PAIRS:
+        return first_step
+    return first_step + steps_per_execution - 1
+
+
+def call_has_training_arg(model) -> bool:
+    """Whether the model's `call` takes `training` (Keras' own test).
+
+    Keras 3.10 added the public-looking `call_signature_parameters`; this
+    private flag, computed from it, exists from Keras 3.5 on.
+    """
+    return model._call_has_training_arg
+
+
+def strategy_supports_no_merge_call() -> bool:
+    """Whether replicas may apply updates without `merge_call`, as Keras'
+    optimizer decides (TensorFlow exports it only under `__internal__`)."""
+    return tf.__internal__.distribute.strategy_supports_no_merge_call()
+
+
+def debug_cap(setting: str) -> int | None:
+    """`keras.config.<setting>()`, the debugging cap; None before Keras 3.10.
+
+    `setting` is "max_epochs" or "max_steps_per_epoch".
+    """
+    read_cap = getattr(keras.config, setting, None)
+    return read_cap() if read_cap is not None else None
 
 
 def concatenate_predictions(outputs: list[Any]) -> Any:
@@ -127,6 +199,8 @@ def maybe_symbolic_build(model, batches) -> None:
         if model._distribute_strategy is not None:
             symbolic_build(model, batches.element_spec)
         return
+    if _EPOCH_ITERATOR_YIELDS_PAIRS:
+        batches = ((first_step, it) for first_step, _, it in batches)
     model._maybe_symbolic_build(iterator=batches)
 
 

@@ -20,7 +20,6 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from customfit import _keras_compat
@@ -119,9 +118,11 @@ class Batches:
 
     Iterating gives `(first_step, last_step, iterator)` once per call of the
     compiled step function: the function takes up to `steps_per_execution`
-    batches from `iterator`. With `steps_per_epoch` set, the iterator carries
-    over from one epoch to the next (so an infinite dataset keeps flowing);
-    otherwise each epoch starts a fresh pass over the data.
+    batches from `iterator`; `last_step` is the step fit reports to
+    `on_*_batch_end` (the first one before Keras 3.11). With
+    `steps_per_epoch` set, the iterator carries over from one epoch to the
+    next (so an infinite dataset keeps flowing); otherwise each epoch starts
+    a fresh pass over the data.
 
     Build one with `customfit.data.batches(...)`.
 
@@ -254,7 +255,7 @@ class Batches:
                 break
             self._steps_seen += spe
             self.steps_done = min(step + spe, steps)
-            yield step, step + spe - 1, self._iterator
+            yield step, _keras_compat.batch_end_step(step, spe), self._iterator
         if self._num_batches and self._steps_seen >= self._num_batches:
             # fit creates the next iterator here, at the end of the pass. A
             # dataset that reshuffles each iteration draws a new seed for
@@ -268,7 +269,7 @@ class Batches:
         step = first_step
         while True:
             self._steps_seen = self.steps_done = step + spe
-            yield step, step + spe - 1, self._iterator
+            yield step, _keras_compat.batch_end_step(step, spe), self._iterator
             step += spe
 
     @contextlib.contextmanager
@@ -371,8 +372,7 @@ def debug_cap(value: int | None, setting: str, name: str) -> int | None:
     Returns:
         The smaller of `value` and the cap.
     """
-    read_cap = getattr(keras.config, setting, None)  # Keras >= 3.6
-    cap = read_cap() if read_cap is not None else None
+    cap = _keras_compat.debug_cap(setting)
     if cap and (value is None or cap < value):
         warnings.warn(
             f"Training runs {name}={cap}: keras.config.set_{setting}({cap}) "

@@ -277,7 +277,7 @@ class CustomModel(keras.Model):
         Returns:
             The model's outputs (`y_pred`).
         """
-        if "training" in self.call_signature_parameters:
+        if _keras_compat.call_has_training_arg(self):
             return self(x, training=training)
         return self(x)
 
@@ -367,7 +367,7 @@ class CustomModel(keras.Model):
         # Only the first input is needed (for the batch size).
         first_input = next(i for i in tf.nest.flatten(x) if i is not None)
         step = (loss, first_input, gradients, variables)
-        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        if _keras_compat.strategy_supports_no_merge_call():
             tf.cond(finite, lambda: apply(*step), lambda: None)
         else:
             # merge_call runs the first replica's function once, so each

@@ -16,6 +16,7 @@ import tensorflow as tf
 from customfit import CustomModel
 from customfit import ManualLoop
 from tests.conftest import mirrored_strategy
+from tests.conftest import requires_keras
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 RNG = np.random.default_rng(0)
@@ -137,6 +138,13 @@ def test_steps_per_execution_under_mirrored_strategy():
 
 
 @pytest.mark.slow
+@requires_keras(
+    (3, 10),
+    "metric variables are ON_WRITE MirroredVariables (sync on read came in "
+    "3.10): an update in each replica sums the replicas' new totals, so the "
+    "total doubles every step (fit's own metrics too): skipped_steps reads "
+    "32, not 1",
+)
 @pytest.mark.parametrize("steps_per_execution", [1, 3])
 def test_skip_nonfinite_steps_under_mirrored_strategy(steps_per_execution):
     # Sample 12 is in the second half of batch 0: only replica 1 sees the
