@@ -208,20 +208,6 @@ def test_symbolic_build_creates_every_variable_from_shapes():
     assert len(model.optimizer.variables) > 2  # iterations, rate, moments
 
 
-def test_optimizer_still_keeps_its_learning_rate_object():
-    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
-    assert (
-        _keras_compat.learning_rate_object(keras.optimizers.SGD(schedule))
-        is schedule
-    )
-    rate = _keras_compat.learning_rate_object(keras.optimizers.SGD(0.1))
-    assert isinstance(rate, keras.Variable)
-    wrapped = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())
-    assert isinstance(wrapped.inner_optimizer, keras.optimizers.SGD)
-    wrapped_rate = _keras_compat.learning_rate_object(wrapped)
-    assert isinstance(wrapped_rate, keras.Variable)
-
-
 def test_backup_and_restore_resumes_through_initial_epoch(tmp_path):
     class StopInSecondEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

@@ -129,15 +129,6 @@ def concatenate_predictions(outputs: list[Any]) -> Any:
     return keras.tree.map_structure(convert_to_np_if_not_ragged, outputs)
 
 
-def learning_rate_object(optimizer) -> Any:
-    """What the optimizer was given as learning rate, before evaluation.
-
-    A Keras variable (for a number), a schedule, or a callable; the public
-    `optimizer.learning_rate` returns the schedule's current value instead.
-    """
-    return optimizer._learning_rate
-
-
 def loss_tracker(model) -> Any:
     """The `keras.metrics.Mean` named "loss" that fit reports as `loss`."""
     return model._loss_tracker
