@@ -140,7 +140,10 @@ def test_sigterm_to_one_worker_backs_up_one_step_on_both_and_resumes_exactly(
     )
     assert len(reports) == 2 and reports[0] == reports[1], outputs(stopped)
     epoch, step = latest(backup_dir)
-    assert reports[0] == f"epoch {epoch}, step {step}" and step > 6
+    # TensorFlow's handler looks for the signal about once a second, so on a
+    # busy machine the agreed step may fall in the next epoch.
+    assert reports[0] == f"epoch {epoch}, step {step}"
+    assert (epoch, step) > (0, 6)
     assert_resume_is_exact(output, backup_dir, two_worker_run)
 
 
