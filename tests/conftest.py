@@ -1,5 +1,6 @@
 """Shared test set-up: quiet TensorFlow, op determinism and a seed per test."""
 
+import glob
 import importlib.util
 import os
 from pathlib import Path
@@ -74,6 +75,7 @@ def tfds_data_dir():
     """The prepared tfds folder beside the repo (skips where it is absent)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.path.join(repo, "..", "shared", "data", "tfds", "mnist")
-    if not os.path.isdir(path):
-        pytest.skip(f"real MNIST for tfds not found at {path}")
+    prepared = glob.glob(os.path.join(path, "*", "dataset_info.json"))
+    if not prepared:  # a folder tfds left half-downloaded is not enough
+        pytest.skip(f"real MNIST prepared for tfds not found at {path}")
     return os.path.dirname(path)
