@@ -38,11 +38,12 @@ MODES = {
 }
 
 # Optimizers that wrap others cannot be built from defaults.
+# By name: older Keras releases (3.8-3.14) lack some of these classes.
 WRAPPERS = {
-    optimizers.LossScaleOptimizer: lambda: optimizers.LossScaleOptimizer(
+    "LossScaleOptimizer": lambda: optimizers.LossScaleOptimizer(
         optimizers.Adam(1e-2), initial_scale=2.0**10
     ),
-    optimizers.MultiOptimizer: lambda: optimizers.MultiOptimizer(
+    "MultiOptimizer": lambda: optimizers.MultiOptimizer(
         optimizers.OptimizerMap(
             optimizers.Adam(1e-2), {".*kernel": optimizers.SGD(0.1)}
         )
@@ -70,11 +71,13 @@ def optimizer_classes():
 # reference fit is therefore given a built optimizer, as ManualLoop builds
 # it; test_schedule_free_adamw_compiled_fit_skips_its_build_assignment pins
 # the difference, so a Keras fix shows here.
-BUILT_BEFORE_FIT = {optimizers.ScheduleFreeAdamW}
+BUILT_BEFORE_FIT = {"ScheduleFreeAdamW"}
 
 
 def make(cls):
-    return WRAPPERS[cls]() if cls in WRAPPERS else cls(learning_rate=1e-2)
+    if cls.__name__ in WRAPPERS:
+        return WRAPPERS[cls.__name__]()
+    return cls(learning_rate=1e-2)
 
 
 OPTIONS = {
@@ -153,7 +156,9 @@ def op_determinism_off_for_xla(mode):
 
 
 def assert_all_drivers_agree(make_optimizer, mode, policy=None):
-    prebuild = type(make_optimizer()) in BUILT_BEFORE_FIT and mode != "eager"
+    prebuild = (
+        type(make_optimizer()).__name__ in BUILT_BEFORE_FIT and mode != "eager"
+    )
     with op_determinism_off_for_xla(mode):
         runs = [
             train(make_optimizer, mode, kind, driver, policy, prebuild)
@@ -179,7 +184,9 @@ def assert_all_drivers_agree(make_optimizer, mode, policy=None):
 
 def test_every_optimizer_class_is_covered():
     classes = optimizer_classes()
-    assert len(classes) >= 16  # Keras 3.15 exports 16; a loss means a bug
+    # Keras 3.15 exports 16 (3.8: 13); fewer means a bug, not a new Keras.
+    newest = tuple(int(n) for n in keras.version().split(".")[:2]) >= (3, 15)
+    assert len(classes) >= (16 if newest else 13)
     for cls in classes:
         assert isinstance(make(cls), cls)
 
@@ -200,6 +207,10 @@ def test_optimizer_option_is_bitwise_equal_under_every_driver(option, mode):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not hasattr(optimizers, "ScheduleFreeAdamW"),
+    reason="ScheduleFreeAdamW is newer than this Keras",
+)
 def test_schedule_free_adamw_compiled_fit_skips_its_build_assignment():
     def run(mode, prebuild=False):
         model, _ = train(
