@@ -240,5 +240,11 @@ def none_if_optional(value: Any) -> Any:
     `tf.NoneTensorSpec`), a generator as an empty `tf.experimental.Optional`;
     fit's step gets None (`_autoconvert_optionals`).
     """
-    none = (tf.experimental.Optional, tf.OptionalSpec, tf.NoneTensorSpec)
+    none = (tf.experimental.Optional, tf.OptionalSpec, _NoneTensorSpec)
     return None if isinstance(value, none) else value
+
+
+# Exported as tf.NoneTensorSpec only by newer TensorFlow releases.
+from tensorflow.python.framework.none_tensor import (  # noqa: E402
+    NoneTensorSpec as _NoneTensorSpec,
+)
