@@ -65,6 +65,16 @@ COMPILED = [
 ]
 
 
+# Checked on Keras 3.14 and 3.15. Keras' own fit fails on an optional input
+# given None on 3.8 and 3.10 (inside its data adapters), and on 3.12 its
+# error for a required input given None reads differently.
+NONE_INPUTS = pytest.mark.skipif(
+    tuple(int(n) for n in keras.version().split(".")[:2]) < (3, 14),
+    reason="Keras' own handling of None inputs differs before 3.14",
+)
+
+
+@NONE_INPUTS
 @pytest.mark.parametrize("compile_options", COMPILED)
 @pytest.mark.parametrize("source", ["arrays", "generator"])
 def test_optional_input_given_none_trains_as_keras(source, compile_options):
@@ -80,6 +90,7 @@ def test_optional_input_given_none_trains_as_keras(source, compile_options):
         np.testing.assert_array_equal(a, b)
 
 
+@NONE_INPUTS
 def test_required_input_given_none_raises_as_keras():
     def model():
         x = keras.Input((3,), name="x")
