@@ -129,6 +129,12 @@ def concatenate_predictions(outputs: list[Any]) -> Any:
     return keras.tree.map_structure(convert_to_np_if_not_ragged, outputs)
 
 
+def compute_loss(model, x, y, y_pred, sample_weight, training) -> Any:
+    """`model.compute_loss`, passing `training` only to an override that
+    takes it (pre-3.3 overrides do not), as fit's default step calls it."""
+    return model._compute_loss(x, y, y_pred, sample_weight, training)
+
+
 def loss_tracker(model) -> Any:
     """The `keras.metrics.Mean` named "loss" that fit reports as `loss`."""
     return model._loss_tracker

@@ -19,7 +19,6 @@ the rest, and both drivers (`fit` and `ManualLoop`), stay the same.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -209,7 +208,9 @@ class CustomModel(keras.Model):
         with tf.GradientTape() as tape:
             y_pred = self.forward(x, training=True)
             checks.check_hook_result(self, "forward", y_pred)
-            loss = self._compute_loss(x, y, y_pred, sample_weight, True)
+            loss = _keras_compat.compute_loss(
+                self, x, y, y_pred, sample_weight, True
+            )
             checks.check_hook_result(self, "compute_loss", loss)
             if self._skipped_steps is None:
                 self.track_loss(loss, x)
@@ -250,7 +251,9 @@ class CustomModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self.forward(x, training=False)
         checks.check_hook_result(self, "forward", y_pred)
-        loss = self._compute_loss(x, y, y_pred, sample_weight, False)
+        loss = _keras_compat.compute_loss(
+            self, x, y, y_pred, sample_weight, False
+        )
         checks.check_hook_result(self, "compute_loss", loss)
         self.track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -280,18 +283,6 @@ class CustomModel(keras.Model):
         if _keras_compat.call_has_training_arg(self):
             return self(x, training=training)
         return self(x)
-
-    def _compute_loss(self, x, y, y_pred, sample_weight, training):
-        """`compute_loss`, also when an override predates `training`.
-
-        As Keras' trainer does: the arguments go by position, and `training`
-        only to an override that takes it (it came with Keras 3.3).
-        """
-        if "training" in inspect.signature(self.compute_loss).parameters:
-            return self.compute_loss(
-                x, y, y_pred, sample_weight, training=training
-            )
-        return self.compute_loss(x, y, y_pred, sample_weight)
 
     def track_loss(self, loss: Any, x: Any) -> None:
         """Records `loss` in the "loss" metric, weighted by the batch size.
