@@ -148,6 +148,13 @@ def versions(python: Path) -> dict[str, str]:
     )
 
 
+def commit() -> str:
+    """The checkout's commit, "+" when it has uncommitted changes."""
+    head = run(["git", "rev-parse", "--short", "HEAD"], capture_output=True)
+    dirty = run(["git", "status", "--porcelain", "-uno"], capture_output=True)
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def summary(output: str) -> str:
     """pytest's closing counts, e.g. "83 passed, 2 skipped in 310.2s"."""
     counts = r"\d+ (?:passed|failed|skipped|errors?)\b.* in [\d.]+s"
@@ -161,7 +168,7 @@ def test_pair(root: Path, name: str, args: argparse.Namespace) -> dict:
     started = time.monotonic()
     venv = environment(root, name, args.fresh)
     python = venv / "bin" / "python"
-    row = {"pair": name, **versions(python)}
+    row = {"pair": name, "commit": commit(), **versions(python)}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     # The example reads MNIST from $TFDS_DATA_DIR (CI's copy lies beside
     # the checkout); with neither, tfds downloads it.
@@ -192,14 +199,14 @@ def table_row(row: dict, date: str) -> str:
         f"| `{row['pair']}` | {row['tensorflow']} | {row['keras']} "
         f"| {row['python']} "
         f"| {row['protobuf']} | {mark}: {row['core']} | {row['example']} "
-        f"| {date} |"
+        f"| `{row['commit']}` | {date} |"
     )
 
 
 HEADER = (
     "| pair | TensorFlow | Keras | Python | protobuf | core suite | "
-    "MNIST example, 1 epoch | date |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "MNIST example, 1 epoch | commit | date |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -207,7 +214,8 @@ def not_run(name: str) -> str:
     tensorflow, keras, *python = PAIRS[name]
     python = python[0] if python else "3.11"
     return (
-        f"| `{name}` | {tensorflow} | {keras} | {python} | | not run yet | | |"
+        f"| `{name}` | {tensorflow} | {keras} | {python} "
+        "| | not run yet | | | |"
     )
 
 
