@@ -50,6 +50,7 @@ def test_gan_trains_on_synthetic_images(driver, capsys):
     assert re.search(r"^epoch 2: d_loss \d+\.\d{4}, g_loss", printed, re.M)
 
 
+@pytest.mark.slow
 def test_gan_trains_on_real_mnist(tfds_data_dir):
     history = gan_example.main(
         ["--driver", "manual", *TINY, "--data-dir", tfds_data_dir]

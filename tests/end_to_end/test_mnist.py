@@ -54,6 +54,7 @@ def test_tiny_run_prints_accuracies_and_matches_fit(
     )
 
 
+@pytest.mark.slow  # a subprocess importing TensorFlow
 def test_command_line_runs_the_manual_loop(tfds_data_dir):
     # The command of the module docstring, with TFDS_DATA_DIR in the
     # environment rather than --data-dir.
