@@ -345,7 +345,7 @@ def batches(
         sample_weight=sample_weight,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
-        shuffle=shuffle and not isinstance(x, tf.data.Dataset),
+        shuffle=False if isinstance(x, tf.data.Dataset) else shuffle,
         class_weight=class_weight,
     )
     return Batches(
