@@ -284,11 +284,10 @@ def test_every_error_message_is_explained_on_the_errors_page():
             continue
         tree = ast.parse(_read(os.path.join(source_dir, name)))
         for node in ast.walk(tree):
-            callee = getattr(node, "func", None)
+            # message(what, ..., fix=...) or SomeError(what, ..., fix=...)
             if not (
                 isinstance(node, ast.Call)
-                and getattr(callee, "id", getattr(callee, "attr", None))
-                in ("message", "_value_error", "_type_error")
+                and any(keyword.arg == "fix" for keyword in node.keywords)
                 and node.args
             ):
                 continue

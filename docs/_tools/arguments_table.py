@@ -16,10 +16,9 @@ import argparse
 import os
 import sys
 
-REPO = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
-PAGE = os.path.join(REPO, "docs", "errors.md")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import errors_table  # noqa: E402  (the page and its markers' helpers)
+
 START = "<!-- arguments:start -->"
 END = "<!-- arguments:end -->"
 TITLES = {
@@ -33,7 +32,7 @@ TITLES = {
 
 def tables() -> str:
     """The contract as Markdown: a heading and a table per method."""
-    sys.path.insert(0, os.path.join(REPO, "src"))
+    sys.path.insert(0, os.path.join(errors_table.REPO, "src"))
     from customfit import checks
 
     parts = []
@@ -57,25 +56,10 @@ def tables() -> str:
     return "\n\n".join(parts)
 
 
-def replace_tables(page: str, new: str) -> str:
-    """`page` with the text between the markers replaced by `new`."""
-    before, rest = page.split(START, 1)
-    _, after = rest.split(END, 1)
-    return f"{before}{START}\n{new}\n{END}{after}"
-
-
 def main() -> int:
     """Rewrites the contract in docs/errors.md."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    with open(PAGE) as f:
-        page = f.read()
-    page = replace_tables(
-        page, tables()
-    )  # before the page is opened for writing
-    with open(PAGE, "w") as f:
-        f.write(page)
-    print(f"wrote {PAGE}")
-    return 0
+    return errors_table.rewrite(START, END, tables())
 
 
 if __name__ == "__main__":

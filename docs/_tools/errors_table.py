@@ -167,11 +167,21 @@ def table() -> str:
     return "\n\n".join(blocks)
 
 
-def replace_table(page: str, new_table: str) -> str:
-    """`page` with the text between the markers replaced by `new_table`."""
-    before, rest = page.split(START, 1)
-    _, after = rest.split(END, 1)
-    return f"{before}{START}\n{new_table}\n{END}{after}"
+def replace_between(page: str, start: str, end: str, text: str) -> str:
+    """`page` with what stands between markers `start` and `end` replaced."""
+    before, rest = page.split(start, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{start}\n{text}\n{end}{after}"
+
+
+def rewrite(start: str, end: str, text: str) -> int:
+    """Writes `text` between two markers of docs/errors.md; returns 0."""
+    with open(PAGE) as f:
+        page = replace_between(f.read(), start, end, text)
+    with open(PAGE, "w") as f:
+        f.write(page)
+    print(f"wrote {PAGE}")
+    return 0
 
 
 def table_rows_in(page: str) -> list[list[str]]:
@@ -188,13 +198,7 @@ def table_rows_in(page: str) -> list[list[str]]:
 def main() -> int:
     """Rewrites the table in docs/errors.md."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    with open(PAGE) as f:
-        page = f.read()
-    page = replace_table(page, table())  # before the page is opened for writing
-    with open(PAGE, "w") as f:
-        f.write(page)
-    print(f"wrote {PAGE}")
-    return 0
+    return rewrite(START, END, table())
 
 
 if __name__ == "__main__":

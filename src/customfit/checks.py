@@ -1,14 +1,10 @@
 """Every input check customfit runs at the door, before any step.
 
-The arguments of `ManualLoop(...)`, `fit`, `evaluate` and `predict` on their
-own (types, ranges, conflicts), the data on its own (empty, unbatched,
-infinite, ...), and the data against the model: do the features fit the
-model's inputs, do the labels fit the loss? These checks read only shapes,
-dtypes and, for arrays, the label values; they never run a step or iterate a
-dataset (that would change which batches and shuffles the run then sees).
-Where the model has not been built yet (a subclassed model before its first
-call) there is nothing to compare with, and the checks that need it are
-skipped.
+The arguments on their own (`ARGUMENTS`, `check_call`), the data on its own
+(`check_input`) and the data against the model (`check_against_model`).
+They read only shapes, dtypes and, for arrays, the label values; they never
+iterate a dataset (that would change the batches and shuffles the run then
+sees). Checks that need a built model are skipped until it is built.
 """
 
 from __future__ import annotations
@@ -30,7 +26,6 @@ from customfit.errors import HookError
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import NotCompiledError
-from customfit.errors import message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +67,15 @@ class Argument:
     check: Callable[..., None] | None = None
 
 
-_LOOP = ("fit", "evaluate", "predict")
+def _x_yields_weights(call):
+    """Whether the batches of `x` are (x, y, sample_weight), as fit reads."""
+    x = call["x"]
+    if isinstance(x, keras.utils.PyDataset):
+        return isinstance(x[0], tuple) and len(x[0]) == 3
+    spec = getattr(x, "element_spec", None)
+    return isinstance(spec, tuple) and len(spec) == 3
+
+
 _PATH = str | os.PathLike
 _DATASET_TYPES = (tf.data.Dataset, keras.utils.PyDataset, types.GeneratorType)
 _X_IS_DATASET = Condition(
@@ -87,25 +90,7 @@ _SEVERAL_OUTPUTS = Condition(
     "the model has several outputs",
     lambda call: len(_outputs(call["model"])) > 1,
 )
-_WEIGHTS_IN_DATA = Condition(
-    "`x` yields sample weights",
-    lambda call: _yields_sample_weights(call["x"]),
-)
-_FOLD = (
-    "fold the class weights into the sample weights: "
-    "sample_weight = sample_weight * class_weights[y]"
-)
-_IN_DATASET = "put it into the dataset: ((x, y, sample_weight) per batch)"
-
-
-def _value_error(what: str, **parts: str) -> InputValueError:
-    """An `InputValueError` with the four-part `message`."""
-    return InputValueError(message(what, **parts))
-
-
-def _type_error(what: str, **parts: str) -> InputTypeError:
-    """An `InputTypeError` with the four-part `message`."""
-    return InputTypeError(message(what, **parts))
+_WEIGHTS_IN_DATA = Condition("`x` yields sample weights", _x_yields_weights)
 
 
 def _check_model(model, call, name):
@@ -120,7 +105,7 @@ def _check_model(model, call, name):
             "build the model with Keras 3 (`import keras`), not tf_keras / "
             "tf.keras of Keras 2"
         )
-    raise _type_error(
+    raise InputTypeError(
         "ManualLoop(model): `model` must be a keras.Model instance.",
         expected="a CustomModel or any Keras 3 keras.Model",
         received=f"model={_name(model)} (type: {type(model).__name__})",
@@ -134,7 +119,7 @@ def _check_callbacks(callbacks, call, name):
         return
     for callback in keras.tree.flatten(callbacks):
         if not isinstance(callback, keras.callbacks.Callback):
-            raise _type_error(
+            raise InputTypeError(
                 "`callbacks` must hold keras.callbacks.Callback instances.",
                 expected="a list of Keras 3 callbacks, e.g. "
                 "[keras.callbacks.EarlyStopping()]",
@@ -155,7 +140,7 @@ def _check_data(value, call, name):
         if leaf is None or hasattr(leaf, "shape") or hasattr(leaf, "__array__"):
             continue
         kind = "Python numbers" if isinstance(leaf, (int, float)) else None
-        raise _type_error(
+        raise InputTypeError(
             f"`{name}` holds {kind or type(leaf).__name__}, which Keras "
             "cannot slice into batches.",
             expected="numpy arrays or tensors (a dict, list or tuple of "
@@ -169,7 +154,7 @@ def _check_data(value, call, name):
 def _check_arrays_given(value, call, name):
     """Arrays or tensors (or a dict, list or tuple of them)."""
     if isinstance(value, _DATASET_TYPES):
-        raise _type_error(
+        raise InputTypeError(
             f"`{name}` must be arrays, not a dataset.",
             expected=f"{name} as arrays or tensors, with `x` as arrays",
             received=f"{name}=<{type(value).__name__}>",
@@ -181,7 +166,7 @@ def _check_arrays_given(value, call, name):
 def _check_validation_data(value, call, name):
     """(x_val, y_val) or (x_val, y_val, sample_weight_val), a tf.data.Dataset or a PyDataset, structured as `x`."""  # noqa: E501
     if isinstance(value, (tuple, list)) and not 1 <= len(value) <= 3:
-        raise _value_error(
+        raise InputValueError(
             f"`validation_data` is a {type(value).__name__} of "
             f"{len(value)} elements; fit reads (x_val, y_val) or "
             "(x_val, y_val, sample_weight_val).",
@@ -192,12 +177,12 @@ def _check_validation_data(value, call, name):
             "validation_data=((a_val, b_val), y_val)",
         )
     _check_data(value, call, name)
-    train = element_structure(call["x"], call.get("y"))
-    validation = element_structure(value)
+    train = _inputs_structure(call["x"], call.get("y"))
+    validation = _inputs_structure(value)
     try:
         keras.tree.assert_same_structure(train, validation)
     except (ValueError, TypeError):
-        raise _value_error(
+        raise InputValueError(
             "`validation_data` must have the same structure of inputs "
             "as the training data.",
             expected=f"inputs structured as {train}",
@@ -207,11 +192,20 @@ def _check_validation_data(value, call, name):
         ) from None
 
 
+def _inputs_structure(x, y=None):
+    """The structure of the inputs (`x` part) of `x`, every leaf None."""
+    if isinstance(x, tf.data.Dataset):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(x.element_spec)
+    elif isinstance(x, tuple) and y is None and len(x) in (2, 3):
+        x = x[0]  # validation_data=(x_val, y_val[, sample_weight_val])
+    return tf.nest.map_structure(lambda _: None, x)
+
+
 def _check_class_weight(class_weight, call, name):
     """Maps class indices (int) to weights (float)."""
     for key, weight in class_weight.items():
         if not _is_instance(key, (int,)) or not _is_number(weight):
-            raise _type_error(
+            raise InputTypeError(
                 "`class_weight` maps class indices to weights.",
                 expected="a dict {class index (int): weight (float)}",
                 received=f"class_weight={class_weight!r}",
@@ -223,7 +217,7 @@ def _check_epoch_order(initial_epoch, call, name):
     """At most `epochs`: `epochs` is where training ends."""
     epochs = call["epochs"]
     if epochs < initial_epoch:
-        raise _value_error(
+        raise InputValueError(
             "`epochs` is the index of the last epoch, so it must be at "
             "least `initial_epoch` (both >= 0).",
             expected="0 <= initial_epoch <= epochs",
@@ -233,11 +227,19 @@ def _check_epoch_order(initial_epoch, call, name):
         )
 
 
+_LOOP = ("fit", "evaluate", "predict")
 _FIT, _LABELLED = ("fit",), ("fit", "evaluate")
-_NOT_WITH_DATASET = ((_X_IS_DATASET, _IN_DATASET),)
+_IN_DATASET = "put it into the dataset: ((x, y, sample_weight) per batch)"
 _OWN_BATCHES = "drop it: the dataset sets its own batches"
+_NOT_WITH_DATASET = ((_X_IS_DATASET, _IN_DATASET),)
+_X_BATCHES = ((_X_IS_DATASET, _OWN_BATCHES),)
+_VALIDATION_BATCHES = ((_VALIDATION_IS_DATASET, _OWN_BATCHES),)
 _SPLIT = "pass validation_data=<a second dataset>, e.g. dataset.take(n)"
 _PER_OUTPUT = "pass sample_weight={output_name: weights, ...} instead"
+_FOLD = (
+    "fold the class weights into the sample weights: "
+    "sample_weight = sample_weight * class_weights[y]"
+)
 _REQUIRED = {"optional": False}
 
 ARGUMENTS: tuple[Argument, ...] = (
@@ -265,13 +267,7 @@ ARGUMENTS: tuple[Argument, ...] = (
             (_X_IS_DATASET, _SPLIT),
         ),
     ),
-    Argument(
-        "batch_size",
-        _LOOP,
-        (int,),
-        low=1,
-        excludes=((_X_IS_DATASET, _OWN_BATCHES),),
-    ),
+    Argument("batch_size", _LOOP, (int,), low=1, excludes=_X_BATCHES),
     Argument("validation_data", _FIT, check=_check_validation_data),
     Argument(
         "shuffle",
@@ -312,7 +308,7 @@ ARGUMENTS: tuple[Argument, ...] = (
         _FIT,
         (int,),
         low=1,
-        excludes=((_VALIDATION_IS_DATASET, _OWN_BATCHES),),
+        excludes=_VALIDATION_BATCHES,
     ),
     Argument("validation_freq", _FIT, (int, list), low=1, **_REQUIRED),
     Argument("steps", ("evaluate", "predict"), (int,), low=1),
@@ -332,12 +328,28 @@ def check_call(method: str, model: Any, arguments: dict[str, Any]) -> None:
     Raises:
         NotCompiledError: If `fit` or `evaluate` gets an uncompiled model.
         InputValueError, InputTypeError: For the first argument that breaks
-            its contract (see `ARGUMENTS`).
+            its contract (see `ARGUMENTS`), or `predict` on an empty
+            Sequential model.
     """
-    if method in ("fit", "evaluate"):
-        check_compiled(model, method)
-    if method == "predict":
-        check_has_layers(model, method)
+    if method in ("fit", "evaluate") and not model.compiled:
+        raise NotCompiledError(
+            f"ManualLoop.{method}: the model must be compiled first.",
+            expected="a model on which compile(...) was called",
+            received=f"{type(model).__name__} named {model.name!r}, "
+            "never compiled",
+            fix="call model.compile(optimizer=..., loss=..., "
+            f"metrics=...) before ManualLoop(model).{method}(...)",
+        )
+    empty = isinstance(model, keras.Sequential) and not model.layers
+    if method == "predict" and empty:
+        raise InputValueError(
+            f"ManualLoop.{method}: the Sequential model has no layers, so "
+            "it cannot be built or called.",
+            expected="a model with at least one layer",
+            received=f"keras.Sequential named {model.name!r}, empty",
+            fix="add layers first: model.add(keras.layers.Dense(...)), "
+            "or pass them to keras.Sequential([...])",
+        )
     call = {**arguments, "model": model}
     for argument in ARGUMENTS:
         if method in argument.methods and argument.name in arguments:
@@ -345,43 +357,42 @@ def check_call(method: str, model: Any, arguments: dict[str, Any]) -> None:
 
 
 def _check_argument(argument, value, call):
-    name = argument.name
+    name, accepts = argument.name, describe(argument)
     if value is None:
         if argument.optional:
             return
-        raise _value_error(
+        raise InputValueError(
             f"`{name}` is missing.",
-            expected=f"{name}: {describe(argument)}",
+            expected=f"{name}: {accepts}",
             received=f"{name}=None",
             fix=f"pass `{name}`",
         )
     accepted = tuple(_resolve(t) for t in argument.types)
     if accepted and not _is_instance(value, accepted):
-        raise _type_error(
+        raise InputTypeError(
             f"`{name}` must be {_types_text(argument)}.",
-            expected=f"{name}: {describe(argument)}",
+            expected=f"{name}: {accepts}",
             received=f"{name}={_short(value)} (type: {type(value).__name__})",
-            fix=f"pass {name} as {describe(argument)}",
+            fix=f"pass {name} as {accepts}",
         )
     items = value if isinstance(value, list) else [value]
-    if any(not _in_domain(argument, item) for item in items):
-        raise _value_error(
+    if not all(_in_domain(argument, item) for item in items):
+        raise InputValueError(
             f"`{name}` must be {_domain_text(argument)}.",
-            expected=f"{name}: {describe(argument)}",
+            expected=f"{name}: {accepts}",
             received=f"{name}={_short(value)}",
-            fix=f"pass {name} as {describe(argument)}",
+            fix=f"pass {name} as {accepts}",
         )
     for other, fix in argument.excludes if _given(value) else ():
-        if isinstance(other, Condition):
-            if other.holds(call):
-                raise _value_error(
-                    f"`{name}` cannot be given when {other.text}.",
-                    expected=f"{name} left out when {other.text}",
-                    received=f"{name}={_short(value)} while {other.text}",
-                    fix=fix,
-                )
-        elif _given(call.get(other)):
-            raise _value_error(
+        if isinstance(other, Condition) and other.holds(call):
+            raise InputValueError(
+                f"`{name}` cannot be given when {other.text}.",
+                expected=f"{name} left out when {other.text}",
+                received=f"{name}={_short(value)} while {other.text}",
+                fix=fix,
+            )
+        if isinstance(other, str) and _given(call.get(other)):
+            raise InputValueError(
                 f"`{name}` and `{other}` cannot both be given.",
                 expected="one of them, or neither",
                 received=f"{name}={_short(value)}, "
@@ -394,19 +405,13 @@ def _check_argument(argument, value, call):
 
 def describe(argument: Argument) -> str:
     """What `argument` accepts, in words (the docs' "accepts" column)."""
-    if argument.types:
-        text = _types_text(argument)
-        domain = _domain_text(argument)
-        if domain and not argument.choices:
-            text += f", {domain}"
-        if argument.check is not None:
-            rule = argument.check.__doc__.splitlines()[0].rstrip(".")
-            text += "; " + rule[0].lower() + rule[1:]
-    else:
-        text = argument.check.__doc__.splitlines()[0].rstrip(".")
-    if argument.optional:
-        text += ", or None"
-    return text
+    text = _types_text(argument)
+    if argument.low is not None:
+        text += f", {_domain_text(argument)}"
+    if argument.check is not None:
+        rule = argument.check.__doc__.splitlines()[0].rstrip(".")
+        text = f"{text}; {rule[0].lower()}{rule[1:]}" if text else rule
+    return text + (", or None" if argument.optional else "")
 
 
 _TYPE_WORDS = {
@@ -417,58 +422,49 @@ _TYPE_WORDS = {
     _PATH: "a directory path",
     list: "a list of whole numbers",
     dict: "a dict",
+    "customfit.backup.Backup": "a customfit.Backup",
 }
 
 
 def _types_text(argument):
     if argument.choices:
         return _domain_text(argument)
-    accepted = argument.types
-    words = [
-        _TYPE_WORDS.get(t) or "a " + t.split(".")[0] + "." + t.split(".")[-1]
-        if isinstance(t, str)
-        else _TYPE_WORDS[t]
-        for t in accepted
-    ]
-    if float in accepted:
+    words = [_TYPE_WORDS[t] for t in argument.types]
+    if float in argument.types:
         words.remove(_TYPE_WORDS[int])
-    return " or ".join(dict.fromkeys(words))
+    return " or ".join(words)
 
 
 def _domain_text(argument):
     if argument.choices:
         return "one of " + ", ".join(repr(c) for c in argument.choices)
-    if argument.low is not None and argument.below is not None:
+    if argument.below is not None:
         return f"{argument.low} <= value < {argument.below}"
-    if argument.low is not None:
-        each = " (each)" if list in argument.types else ""
-        return f"at least {argument.low}{each}"
-    return ""
+    each = " (each)" if list in argument.types else ""
+    return f"at least {argument.low}{each}"
 
 
 def _in_domain(argument, value):
-    if argument.choices:
+    if argument.choices:  # True is not 1 here, but verbose=True is 1
         return any(
-            value == c and type(value) is type(c) or value is c
-            for c in argument.choices
+            value == c and type(value) is type(c) for c in argument.choices
         ) or (isinstance(value, bool) and int(value) in argument.choices)
     if not _is_number(value):
         return argument.low is None
-    if argument.low is not None and value < argument.low:
-        return False
-    return argument.below is None or value < argument.below
+    low, below = argument.low, argument.below
+    return (low is None or value >= low) and (below is None or value < below)
 
 
 def _is_instance(value, accepted):
-    if isinstance(value, bool) and bool not in accepted:
-        return False
-    if isinstance(value, np.integer) and int in accepted:
-        return True
-    if isinstance(value, np.floating) and float in accepted:
-        return True
+    if isinstance(value, bool):
+        return bool in accepted
     if isinstance(value, list) and list in accepted:
         return all(_is_instance(item, (int,)) for item in value)
-    return isinstance(value, accepted)
+    return (
+        isinstance(value, accepted)
+        or (isinstance(value, np.integer) and int in accepted)
+        or (isinstance(value, np.floating) and float in accepted)
+    )
 
 
 def _is_number(value):
@@ -478,7 +474,7 @@ def _is_number(value):
 
 
 def _resolve(accepted):
-    if isinstance(accepted, str):
+    if isinstance(accepted, str):  # imported late: that module imports this
         module, _, name = accepted.rpartition(".")
         return getattr(importlib.import_module(module), name)
     return accepted
@@ -490,50 +486,23 @@ def _given(value):
 
 
 def _short(value):
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"<{type(value).__name__} of shape {tuple(shape)}>"
     text = repr(value)
-    if len(text) > 60 or hasattr(value, "shape"):
-        shape = getattr(value, "shape", None)
-        return f"<{type(value).__name__}" + (
-            f" of shape {tuple(shape)}>" if shape is not None else ">"
-        )
-    return text
+    return text if len(text) <= 60 else f"<{type(value).__name__}>"
 
 
-def _yields_sample_weights(x):
-    """Whether a dataset's batches are (x, y, sample_weight), as fit reads."""
-    if isinstance(x, keras.utils.PyDataset):
-        return isinstance(x[0], tuple) and len(x[0]) == 3
-    spec = getattr(x, "element_spec", None)
-    return isinstance(spec, tuple) and len(spec) == 3
+def _name(value):
+    name = getattr(value, "__qualname__", None)
+    if name and callable(value):
+        kind = "class" if isinstance(value, type) else "function"
+        return f"<{kind} {name}>"
+    return f"<{type(value).__name__}>"
 
 
 def _outputs(model):
     return (getattr(model, "outputs", None) or []) if model.built else []
-
-
-def check_compiled(model: keras.Model, method: str) -> None:
-    """Raises `NotCompiledError` if `model` was never compiled."""
-    if not model.compiled:
-        raise NotCompiledError(
-            message(
-                f"ManualLoop.{method}: the model must be compiled first.",
-                expected="a model on which compile(...) was called",
-                received=f"{type(model).__name__} named {model.name!r}, "
-                "never compiled",
-                fix="call model.compile(optimizer=..., loss=..., "
-                f"metrics=...) before ManualLoop(model).{method}(...)",
-            )
-        )
-
-
-def _name(value: Any) -> str:
-    name = getattr(value, "__qualname__", None) or getattr(
-        value, "__name__", None
-    )
-    if name and callable(value):
-        kind = "function" if not isinstance(value, type) else "class"
-        return f"<{kind} {name}>"
-    return f"<{type(value).__name__}>"
 
 
 def check_input(
@@ -546,9 +515,6 @@ def check_input(
 ) -> None:
     """Raises a customfit error if `x` (with `y`) cannot be batched as given.
 
-    The arguments' own contracts (`ARGUMENTS`) are checked before, by
-    `check_call`; this checks what the data holds.
-
     Args:
         x: The input, as passed to `fit`, `evaluate` or `predict`.
         y: The targets, as passed.
@@ -557,38 +523,19 @@ def check_input(
         argument: The argument name used in error messages.
 
     Raises:
-        InputValueError: For a value that cannot work (see `batches`).
-        InputTypeError: For `x` of an unsupported type.
+        InputValueError: For an empty, unbatched or endless dataset, or
+            arrays of different or zero lengths.
     """
     if isinstance(x, tf.data.Dataset):
         _check_dataset(x, steps_per_epoch, argument)
-    elif isinstance(x, keras.utils.PyDataset):
-        return
-    else:
+    elif not isinstance(x, keras.utils.PyDataset):
         _check_arrays(x, y, sample_weight, argument)
-
-
-def element_structure(x: Any, y: Any = None) -> Any:
-    """The nested structure of one input's `x` part (for comparing inputs).
-
-    Args:
-        x: Arrays, a dict of arrays, or a dataset.
-        y: The targets, when `x` holds only inputs.
-
-    Returns:
-        The structure of `x` with every leaf replaced by `None`.
-    """
-    if isinstance(x, tf.data.Dataset):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(x.element_spec)
-    elif isinstance(x, tuple) and y is None and len(x) in (2, 3):
-        x = x[0]  # validation_data=(x_val, y_val[, sample_weight_val])
-    return tf.nest.map_structure(lambda _: None, x)
 
 
 def _check_dataset(dataset, steps, argument):
     cardinality = int(dataset.cardinality())
     if cardinality == 0:
-        raise _value_error(
+        raise InputValueError(
             f"`{argument}` is an empty dataset.",
             expected="a dataset with at least one batch",
             received=f"{argument}=<{type(dataset).__name__}> with "
@@ -598,7 +545,7 @@ def _check_dataset(dataset, steps, argument):
         )
     if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
         name = "validation_steps" if argument != "x" else "steps_per_epoch"
-        raise _value_error(
+        raise InputValueError(
             f"`{name}` is required when `{argument}` is an infinite dataset.",
             expected=f"{name}=<int>, or a dataset without .repeat()",
             received=f"{name}=None, {argument}="
@@ -611,7 +558,7 @@ def _check_dataset(dataset, steps, argument):
         isinstance(spec, tf.TensorSpec) and spec.shape.rank == 0
         for spec in tf.nest.flatten(dataset.element_spec)
     ):
-        raise _value_error(
+        raise InputValueError(
             f"`{argument}` looks unbatched: a batched dataset yields "
             "tensors with a batch dimension first, and this one yields "
             "scalars.",
@@ -622,23 +569,16 @@ def _check_dataset(dataset, steps, argument):
 
 
 def _check_arrays(x, y, sample_weight, argument):
-    lengths = {}
-    for name, value in (
-        (argument, x),
-        ("y", y),
-        ("sample_weight", sample_weight),
-    ):
+    lengths, data = {}, {argument: x, "y": y, "sample_weight": sample_weight}
+    for name, value in data.items():
         for leaf in tf.nest.flatten(value):
             shape = getattr(leaf, "shape", None)
-            if shape is None or len(shape) == 0:
-                continue
-            lengths.setdefault(name, set()).add(int(shape[0]))
-    counts = set().union(*lengths.values()) if lengths else set()
+            if shape is not None and len(shape) > 0:
+                lengths.setdefault(name, set()).add(int(shape[0]))
+    counts = set().union(*lengths.values())
     if len(counts) > 1:
-        received = ", ".join(
-            f"{name}: {sorted(n)}" for name, n in lengths.items()
-        )
-        raise _value_error(
+        received = ", ".join(f"{k}: {sorted(n)}" for k, n in lengths.items())
+        raise InputValueError(
             f"`{argument}`, `y` and `sample_weight` must hold the same "
             "number of samples.",
             expected="arrays whose first dimensions are equal",
@@ -647,7 +587,7 @@ def _check_arrays(x, y, sample_weight, argument):
             "x and y come from the same split",
         )
     if 0 in counts:
-        raise _value_error(
+        raise InputValueError(
             f"`{argument}` holds no samples.",
             expected="arrays with at least one sample",
             received=f"first dimension 0 in {argument}",
@@ -655,12 +595,20 @@ def _check_arrays(x, y, sample_weight, argument):
         )
 
 
+def _check_element_count(element_spec, argument):
+    if isinstance(element_spec, tuple) and len(element_spec) > 3:
+        raise InputValueError(
+            f"`{argument}` yields {len(element_spec)} elements per batch; "
+            "fit reads at most three: (x, y, sample_weight).",
+            expected="batches of x, (x,), (x, y) or (x, y, sample_weight)",
+            received=f"element_spec={element_spec}",
+            fix="group several inputs into a tuple or dict as the first "
+            "element: dataset.map(lambda a, b, y: ((a, b), y))",
+        )
+
+
 def check_against_model(
-    model: keras.Model,
-    element_spec: Any,
-    *,
-    y: Any = None,
-    argument: str = "x",
+    model: keras.Model, element_spec: Any, *, y: Any = None, argument: str = "x"
 ) -> None:
     """Raises a customfit error if the batches cannot feed `model`.
 
@@ -678,15 +626,13 @@ def check_against_model(
     """
     _check_element_count(element_spec, argument)
     x_spec, y_spec, _ = keras.utils.unpack_x_y_sample_weight(element_spec)
-    inputs = _model_inputs(model)
-    if inputs is not None:
-        _check_input_keys(inputs, x_spec, argument)
-        _check_strings(inputs, x_spec, argument)
-        _check_input_shapes(inputs, x_spec, argument)
+    inputs = getattr(model, "inputs", None) if model.built else None
+    if inputs:
+        _check_features({t.name: t for t in inputs}, x_spec, argument)
     if not _uses_compiled_loss(model):
         return
     if y_spec is None:
-        raise _value_error(
+        raise InputValueError(
             f"`{argument}` holds no labels, and the loss needs them.",
             expected=f"labels with the features: {argument}=(x, y) "
             "per batch, or `y` beside arrays",
@@ -696,8 +642,8 @@ def check_against_model(
             else "pass the labels: fit(x, y) or a dataset of (x, y)",
         )
     outputs = _outputs(model)
-    labels = "y" if y is not None else argument
     if len(outputs) == 1:
+        labels = "y" if y is not None else argument
         _check_labels(model, outputs[0], y_spec, y, labels)
 
 
@@ -715,22 +661,43 @@ def _uses_compiled_loss(model):
     )
 
 
-def _pairs(inputs, x_spec):
-    """(spec, input name, model input) for each input `x_spec` feeds."""
-    if isinstance(x_spec, dict):
-        return [(x_spec[k], k, inputs[k]) for k in x_spec if k in inputs]
+def _check_features(inputs, x_spec, argument):
+    """Checks each feature's keys, dtype and shape against the model input."""
     flat = tf.nest.flatten(x_spec)
-    if len(flat) != len(inputs):
-        return []
-    return [(s, *item) for s, item in zip(flat, inputs.items(), strict=True)]
-
-
-def _check_input_shapes(inputs, x_spec, argument):
-    for spec, name, tensor in _pairs(inputs, x_spec):
-        shape = getattr(spec, "shape", None)
-        if not isinstance(spec, tf.TensorSpec) or shape.rank is None:
+    if isinstance(x_spec, dict):
+        if set(x_spec) != set(inputs):
+            raise InputValueError(
+                f"The keys of `{argument}` must name the model's inputs.",
+                expected=f"a dict with keys {sorted(inputs)}",
+                received=f"a dict with keys {sorted(x_spec)}",
+                fix="rename the keys to match the names given to "
+                "keras.Input(..., name=...), or rename the model's inputs",
+            )
+        pairs = [(x_spec[k], k, inputs[k]) for k in x_spec]
+    elif len(flat) == len(inputs):
+        pairs = [
+            (s, *item) for s, item in zip(flat, inputs.items(), strict=True)
+        ]
+    else:
+        pairs = []
+    for spec, name, tensor in pairs:
+        if getattr(spec, "dtype", None) == tf.string and (
+            keras.backend.standardize_dtype(tensor.dtype) != "string"
+        ):
+            raise InputTypeError(
+                f"`{argument}` holds strings, and the model's input "
+                f"{name!r} takes {tensor.dtype} numbers.",
+                expected="numeric features, or a model whose input is "
+                'keras.Input(..., dtype="string") followed by a '
+                "StringLookup or TextVectorization layer",
+                received=f"{spec}",
+                fix="turn the strings into numbers before the model "
+                "(keras.layers.StringLookup / TextVectorization, in the "
+                "model or in dataset.map)",
+            )
+        if not isinstance(spec, tf.TensorSpec) or spec.shape.rank is None:
             continue
-        expected, got = list(tensor.shape), shape.as_list()
+        expected, got = list(tensor.shape), spec.shape.as_list()
         if len(got) == len(expected) + 1 and got[-1] == 1:
             got = got[:-1]  # Keras squeezes a trailing 1
         elif len(got) + 1 == len(expected) and expected[-1] == 1:
@@ -740,149 +707,60 @@ def _check_input_shapes(inputs, x_spec, argument):
             for a, b in zip(got[1:], expected[1:], strict=True)
         ):
             continue
-        raise _value_error(
+        raise InputValueError(
             f"The features of `{argument}` do not fit the model's input "
             f"{name!r}.",
             expected=f"features of shape {tuple(tensor.shape)}",
-            received=f"features of shape {tuple(shape)}",
+            received=f"features of shape {tuple(spec.shape)}",
             fix="select or reshape the features to that shape, or build "
-            f"the model with keras.Input(shape={tuple(shape)[1:]})",
+            f"the model with keras.Input(shape={tuple(spec.shape)[1:]})",
         )
-
-
-def check_has_layers(model: keras.Model, method: str) -> None:
-    """Raises if `model` is a Sequential with nothing to call."""
-    if isinstance(model, keras.Sequential) and not model.layers:
-        raise _value_error(
-            f"ManualLoop.{method}: the Sequential model has no layers, so "
-            "it cannot be built or called.",
-            expected="a model with at least one layer",
-            received=f"keras.Sequential named {model.name!r}, empty",
-            fix="add layers first: model.add(keras.layers.Dense(...)), "
-            "or pass them to keras.Sequential([...])",
-        )
-
-
-def _check_element_count(element_spec, argument):
-    if isinstance(element_spec, tuple) and len(element_spec) > 3:
-        raise _value_error(
-            f"`{argument}` yields {len(element_spec)} elements per batch; "
-            "fit reads at most three: (x, y, sample_weight).",
-            expected="batches of x, (x,), (x, y) or (x, y, sample_weight)",
-            received=f"element_spec={element_spec}",
-            fix="group several inputs into a tuple or dict as the first "
-            "element: dataset.map(lambda a, b, y: ((a, b), y))",
-        )
-
-
-def _model_inputs(model):
-    """The model's declared inputs as {name: KerasTensor}, if known."""
-    inputs = getattr(model, "inputs", None) if model.built else None
-    return {tensor.name: tensor for tensor in inputs} if inputs else None
-
-
-def _check_input_keys(inputs, x_spec, argument):
-    if not isinstance(x_spec, dict) or set(x_spec) == set(inputs):
-        return
-    raise _value_error(
-        f"The keys of `{argument}` must name the model's inputs.",
-        expected=f"a dict with keys {sorted(inputs)}",
-        received=f"a dict with keys {sorted(x_spec)}",
-        fix="rename the keys to match the names given to keras.Input(..., "
-        "name=...), or rename the model's inputs",
-    )
-
-
-def _check_strings(inputs, x_spec, argument):
-    if isinstance(x_spec, dict):
-        pairs = [(x_spec[k], k, inputs[k]) for k in x_spec if k in inputs]
-    elif len(inputs) == 1 and len(tf.nest.flatten(x_spec)) == 1:
-        (name, tensor), spec = next(iter(inputs.items())), x_spec
-        pairs = [(spec, name, tensor)]
-    else:
-        return
-    for spec, name, tensor in pairs:
-        if getattr(spec, "dtype", None) != tf.string:
-            continue
-        if keras.backend.standardize_dtype(tensor.dtype) == "string":
-            continue
-        raise _type_error(
-            f"`{argument}` holds strings, and the model's input "
-            f"{name!r} takes {tensor.dtype} numbers.",
-            expected="numeric features, or a model whose input is "
-            'keras.Input(..., dtype="string") followed by a '
-            "StringLookup or TextVectorization layer",
-            received=f"{spec}",
-            fix="turn the strings into numbers before the model "
-            "(keras.layers.StringLookup / TextVectorization, in the "
-            "model or in dataset.map)",
-        )
-
-
-_SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
-_DENSE_LOSSES = ("categorical_crossentropy",)
-
-
-def _loss_name(model):
-    loss = getattr(model, "loss", None)
-    function = getattr(loss, "fn", loss)  # a Loss instance wraps a function
-    if isinstance(function, str):
-        return function
-    return getattr(function, "__name__", "")
 
 
 def _check_labels(model, output, y_spec, y, labels):
-    name = _loss_name(model)
-    y_shape = getattr(y_spec, "shape", None)
-    if y_shape is None or y_shape.rank is None:
+    loss = getattr(model.loss, "fn", model.loss)  # a Loss wraps a function
+    name = loss if isinstance(loss, str) else getattr(loss, "__name__", "")
+    shape = getattr(y_spec, "shape", None)
+    if shape is None or shape.rank is None:
         return
-    out_rank = len(output.shape)
-    classes = output.shape[-1]
-    if name in _SPARSE_LOSSES:
-        fits = y_shape.rank == out_rank - 1 or (
-            y_shape.rank == out_rank and y_shape[-1] == 1
-        )
-        if not fits:
-            raise _value_error(
+    rank, classes = len(output.shape), output.shape[-1]
+    if name == "sparse_categorical_crossentropy":
+        if shape.rank != rank - 1 and (shape.rank != rank or shape[-1] != 1):
+            raise InputValueError(
                 f"The labels of `{labels}` do not fit the loss {name}: "
                 "it takes one integer class index per sample.",
                 expected=f"labels of shape (batch,) for outputs of shape "
                 f"{tuple(output.shape)}",
-                received=f"labels of shape {tuple(y_shape)}",
+                received=f"labels of shape {tuple(shape)}",
                 fix="pass class indices (y.argmax(-1) for one-hot "
                 "labels), or use loss=CategoricalCrossentropy for "
                 "one-hot labels",
             )
-        if y is not None and classes:
-            _check_label_range(np.asarray(y), classes, name, labels)
-    elif name in _DENSE_LOSSES and (
-        y_shape.rank != out_rank or y_shape[-1] not in (None, classes)
+        y = np.asarray([] if y is None else y)
+        if not classes or not y.size or not np.issubdtype(y.dtype, np.number):
+            return
+        low, high = y.min(), y.max()
+        if low < 0 or high >= classes:
+            raise InputValueError(
+                f"The labels of `{labels}` are out of range for {name}: the "
+                f"model has {classes} outputs, so class indices run from 0 "
+                f"to {classes - 1}.",
+                expected=f"0 <= y < {classes}",
+                received=f"labels from {low} to {high}",
+                fix=f"check the labels, or give the last layer "
+                f"{int(high) + 1} units",
+            )
+    elif name == "categorical_crossentropy" and (
+        shape.rank != rank or shape[-1] not in (None, classes)
     ):
-        raise _value_error(
+        raise InputValueError(
             f"The labels of `{labels}` do not fit the loss {name}: it "
             "takes one-hot (or probability) labels, one column per class.",
             expected=f"labels of shape (batch, {classes})",
-            received=f"labels of shape {tuple(y_shape)}",
+            received=f"labels of shape {tuple(shape)}",
             fix="one-hot encode them (keras.utils.to_categorical(y, "
             f"{classes})), or use loss=SparseCategoricalCrossentropy "
             "for integer class indices",
-        )
-
-
-def _check_label_range(y, classes, loss_name, labels):
-    if y.size == 0 or not np.issubdtype(y.dtype, np.number):
-        return
-    low, high = y.min(), y.max()
-    if low < 0 or high >= classes:
-        raise _value_error(
-            f"The labels of `{labels}` are out of range for {loss_name}: "
-            "the model has "
-            f"{classes} outputs, so class indices run from 0 to "
-            f"{classes - 1}.",
-            expected=f"0 <= y < {classes}",
-            received=f"labels from {low} to {high}",
-            fix=f"check the labels, or give the last layer {int(high) + 1} "
-            "units",
         )
 
 
@@ -899,13 +777,11 @@ def check_hook_result(
 ) -> None:
     """Raises `HookError` if a `CustomModel` hook returned an unusable value.
 
-    Runs where the step runs; in a compiled step that is once, while it is
-    traced, so the compiled step pays nothing.
+    A compiled step runs it once, while it is traced, and then pays nothing.
 
     Args:
         model: The model whose hook ran.
-        hook: The hook's name: "forward", "compute_loss" or
-            "compute_gradients".
+        hook: "forward", "compute_loss" or "compute_gradients".
         result: What the hook returned.
         variables: For "compute_gradients", the variables it was given.
     """
@@ -918,14 +794,12 @@ def check_hook_result(
     if isinstance(result, (list, tuple)):
         received += f" of {len(result)} entries, for {len(variables)} variables"
     raise HookError(
-        message(
-            f"{type(model).__name__}.{hook} returned {received}; "
-            f"`{hook}` must return {_HOOK_RESULTS[hook]}.",
-            expected=_HOOK_RESULTS[hook],
-            received=received,
-            fix=f"end your `{hook}` override with `return ...`, e.g. "
-            f"`return super().{hook}(...)`",
-        )
+        f"{type(model).__name__}.{hook} returned {received}; "
+        f"`{hook}` must return {_HOOK_RESULTS[hook]}.",
+        expected=_HOOK_RESULTS[hook],
+        received=received,
+        fix=f"end your `{hook}` override with `return ...`, e.g. "
+        f"`return super().{hook}(...)`",
     )
 
 
@@ -936,10 +810,9 @@ _WRITES = ("Assign", "ResourceApply", "ResourceSparseApply", "ResourceScatter")
 def first_update(model: keras.Model, variables: Any):
     """Warns once if the model's first update leaves its variables unchanged.
 
-    Wraps the `apply_gradients` of the first training step. In a traced
-    step it looks for ops writing a variable among those the update created
-    (none: the step can change nothing); in an eager step it compares the
-    values before and after. Later steps pass straight through.
+    Wraps the `apply_gradients` of every training step; after the first it
+    passes straight through. A traced step looks for ops writing a variable
+    among those the update created; an eager step compares the values.
 
     Args:
         model: The model being trained.
@@ -948,24 +821,21 @@ def first_update(model: keras.Model, variables: Any):
     if getattr(model, "_first_update_seen", False):
         yield
         return
-    eager = tf.executing_eagerly()
-    graph = None if eager else tf.compat.v1.get_default_graph()
-    before = (
-        [v.numpy() for v in variables] if eager else len(graph.get_operations())
-    )
-    yield
-    model._first_update_seen = True
-    if eager:
-        changed = any(
-            not np.array_equal(b, v.numpy())
+    if tf.executing_eagerly():
+        before = [v.numpy() for v in variables]
+        yield
+        unchanged = all(
+            np.array_equal(b, v.numpy())
             for b, v in zip(before, variables, strict=True)
         )
     else:
-        changed = any(
-            op.type.startswith(_WRITES)
-            for op in graph.get_operations()[before:]
-        )
-    if not changed:
+        graph = tf.compat.v1.get_default_graph()
+        start = len(graph.get_operations())
+        yield
+        created = graph.get_operations()[start:]
+        unchanged = not any(op.type.startswith(_WRITES) for op in created)
+    model._first_update_seen = True
+    if unchanged:
         warnings.warn(
             f"The first training step of {type(model).__name__} left every "
             "trainable variable unchanged. Likely cause: an "

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 
 class CustomFitError(Exception):
-    """Base class of every error customfit raises on its own account."""
+    """Base class of every error customfit raises on its own account.
+
+    `InputValueError(what, expected=..., received=..., fix=...)` renders its
+    message with `message`; given `what` alone, that is the message.
+    """
 
     # Raised while a step is traced, it reaches the caller as it is (the
     # step's autograph would rewrite it into a StagingError otherwise).
     ag_pass_through = True
+
+    def __init__(self, what: str, **parts: str) -> None:
+        super().__init__(message(what, **parts) if parts else what)
 
 
 class InputValueError(CustomFitError, ValueError):
