@@ -394,6 +394,31 @@ def test_backup_directory_keeps_the_newest_and_a_finished_run_restarts(
     assert history.epoch == [0, 1]
 
 
+def test_a_resumed_run_backs_up_at_the_steps_of_an_uninterrupted_one(
+    tmp_path,
+):
+    class StopsInStep7(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 6:
+                raise Boom("stopped in epoch 0, step 7")
+
+    x, y = np.zeros((64, 4), "float32"), np.ones((64, 1), "float32")
+    backup = Backup(
+        str(tmp_path), every_steps=3, keep=10, delete_when_finished=False
+    )
+    fit_args = dict(x=x, y=y, batch_size=8, epochs=2, verbose=0)
+    with pytest.raises(Boom):
+        ManualLoop(build(), backup=backup).fit(
+            **fit_args, callbacks=[StopsInStep7()]
+        )
+    assert latest(tmp_path) == (0, 6)
+    ManualLoop(build(), backup=backup).fit(**fit_args)
+    kept = tf.train.get_checkpoint_state(str(tmp_path))
+    positions = [position(p) for p in kept.all_model_checkpoint_paths]
+    # 8 steps an epoch: every 3 steps, counted across the resume.
+    assert positions == [(0, 3), (0, 6), (1, 0), (1, 3), (1, 6), (2, 0)]
+
+
 def test_backup_accepts_a_directory_string(tmp_path):
     loop = ManualLoop(build(), backup=str(tmp_path))
     assert loop.backup == customfit.Backup(str(tmp_path))

@@ -87,7 +87,9 @@ class Classifier(customfit.tuner.HyperModel):
         # clears the Keras session before every build.
         super().__init__(seed=seed, **kwargs)
         self.model_class = model_class
-        self.loop_choices = loop_choices or {"batch_size": [16, 32]}
+        if loop_choices is None:
+            loop_choices = {"batch_size": [16, 32]}
+        self.loop_choices = loop_choices  # {}: none (a dataset has batches)
         self.fits = 0
 
     def build(self, hp):

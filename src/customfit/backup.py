@@ -1,12 +1,8 @@
 """Exact backup and resume of a ManualLoop run, and stops on signals.
 
-A backup holds everything the run needs to continue as if it had never
-stopped: every model variable (seed generators included), every optimizer,
-the metric states, the position in the data, the epoch, step and History.
-Each is one checkpoint, rotated by `tf.train.CheckpointManager` through
-`tf.io.gfile`. A signal in `Backup.signals` stops the loop after a step:
-TensorFlow's `PreemptionCheckpointHandler` picks the step at which every
-worker backs up. See docs/backup.md and docs/cluster.md.
+A backup is one `tf.train.Checkpoint` of every model variable, optimizer and
+metric, plus the data position, epoch, step and History, rotated by
+`tf.train.CheckpointManager`. See docs/backup.md and docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -34,19 +30,18 @@ class Backup:
     """Where and how often ManualLoop backs up a run, and when it stops.
 
     Args:
-        directory: The folder for this run's backups (created if needed; any
-            `tf.io.gfile` path, such as `gs://bucket/run`). Under several
-            workers, the chief writes here and worker i into `worker-i/`
-            (its own metric sums).
+        directory: The folder for this run's backups (any `tf.io.gfile`
+            path, such as `gs://bucket/run`). Under several workers, the
+            chief writes here and worker i into `worker-i/`.
         every_steps: Also back up every this many training steps (at the
             end of a `steps_per_execution` chunk). None: only per epoch.
         every_epochs: Back up at the end of every this many epochs.
         keep: How many backups to keep (the newest).
-        resume: Resume from the latest backup in `directory` if there is
-            one. False starts over and discards existing backups.
-        delete_when_finished: Delete the backups when `fit` completes, so
-            the next run in `directory` starts fresh. False keeps them and
-            marks the run finished (a new `fit` still starts fresh).
+        resume: Resume from the latest backup in `directory`, if any. False
+            starts over and discards existing backups.
+        delete_when_finished: Delete the backups when `fit` completes. False
+            keeps them and marks the run finished. Either way the next `fit`
+            in `directory` starts fresh.
         signals: The signals that stop `fit` after a completed step with a
             backup. SIGINT then raises `KeyboardInterrupt` (a second one
             interrupts at once); any other raises
@@ -104,10 +99,9 @@ class BackupCallback(keras.callbacks.Callback):
     """Writes backups as the loop runs; stops it after a signal.
 
     ManualLoop adds it after every other callback, so a backup taken at the
-    end of an epoch holds that epoch's History entry. The loop's signal
-    handlers call `request_stop`. One process then backs up and stops after
-    the current step; several workers (or a grace period) leave the step to
-    TensorFlow's preemption handler, which sees the request within a second.
+    end of an epoch holds that epoch's History entry. After `request_stop`,
+    one process backs up and stops after the current step; several workers
+    (or a grace period) leave the step to TensorFlow's preemption handler.
 
     Attributes:
         last: `(path, epoch, step)` of the newest backup, or None.
@@ -127,12 +121,9 @@ class BackupCallback(keras.callbacks.Callback):
         self.stop_signal: int | None = None
         self._model = model
         self._batches = batches
-        self._epoch = 0
+        self._epoch = self._number = 0
         self._position = (0, 0)
-        self._steps_since_backup = 0
-        self._last_steps_done = 0
-        self._resumed = False
-        self._number = 0
+        self._steps_since_backup = self._last_steps_done = 0
         self._directory = self._preemption = None
         if config is not None:
             self._directory = config.directory
@@ -171,7 +162,7 @@ class BackupCallback(keras.callbacks.Callback):
         )
         history = self._model.history
         history.history, history.epoch = state["history"], state["epochs"]
-        self._resumed = state["step"] > 0
+        self._last_steps_done = state["step"]
         self._number = state["number"]
         self.last = (latest, state["epoch"], state["step"])
         return Start(state["epoch"], state["step"])
@@ -179,23 +170,21 @@ class BackupCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         """Notes the epoch, for the backups written during it."""
         self._epoch = epoch
-        self._last_steps_done = self._batches.steps_done if self._resumed else 0
-        self._resumed = False
 
     def on_train_batch_end(self, batch, logs=None):
         """Backs up every `every_steps` steps; may stop after a signal."""
-        every = self.config.every_steps if self.config else None
-        if every:
-            done = self._batches.steps_done
-            self._steps_since_backup += done - self._last_steps_done
-            self._last_steps_done = done
-            end_of_epoch = done >= (self._batches.num_batches or done + 1)
-            if self._steps_since_backup >= every and not end_of_epoch:
-                self.write(self._epoch, done)
-        self._maybe_stop(self._epoch, self._batches.steps_done)
+        done = self._batches.steps_done
+        self._steps_since_backup += done - self._last_steps_done
+        self._last_steps_done = done
+        every = self.config and self.config.every_steps
+        end_of_epoch = done >= (self._batches.num_batches or done + 1)
+        if every and self._steps_since_backup >= every and not end_of_epoch:
+            self.write(self._epoch, done)
+        self._maybe_stop(self._epoch, done)
 
     def on_epoch_end(self, epoch, logs=None):
         """Backs up every `every_epochs` epochs; may stop after a signal."""
+        self._last_steps_done = 0
         if self.config and (epoch + 1) % self.config.every_epochs == 0:
             self.write(epoch + 1, 0)
         self._maybe_stop(epoch + 1, 0)
@@ -209,7 +198,7 @@ class BackupCallback(keras.callbacks.Callback):
         else:
             finished = os.path.join(self._directory, _FINISHED)
             with tf.io.gfile.GFile(finished, "w") as f:
-                f.write("")
+                f.write("")  # GFile creates the file on the first write
 
     def write(self, epoch: int, step: int) -> None:
         """Writes one backup of the run as of `epoch`, `step`."""
@@ -223,8 +212,8 @@ class BackupCallback(keras.callbacks.Callback):
             "epoch": epoch,
             "step": step,
             "number": self._number,
-            "history": history.history if history else {},
-            "epochs": history.epoch if history else [],
+            "history": history.history,
+            "epochs": history.epoch,
             "local_metrics": [
                 [part.numpy().tolist() for part in self._local_parts(v)]
                 for v in self._model.metrics_variables
@@ -321,15 +310,13 @@ def _preemption_handler(
 ) -> tf.distribute.experimental.PreemptionCheckpointHandler:
     """TensorFlow's preemption handler for the model's strategy.
 
-    After a signal it agrees with the other workers, over TensorFlow's
-    coordination service, on the step after which every worker backs up
+    After a signal the workers agree on the step after which each backs up
     (`save_fn`) and stops (`exit_fn`). Its threads and cluster keys last as
-    long as the process, so one is made per strategy and later fits reuse
-    it, with their own callback. It counts steps in a checkpoint of its own
-    that is never written (the backups are ours).
+    long as the process, so later fits reuse it with their own callback.
+    Its own checkpoint only counts steps and is never written.
     """
     strategy = model.distribute_strategy
-    key = (id(strategy), config.grace_period)
+    key = (strategy, config.grace_period)  # the strategy stays alive
     if key not in _handlers:
         current = [callback]
         termination = tf.distribute.experimental.TerminationConfig(
@@ -344,8 +331,8 @@ def _preemption_handler(
             tf.train.CheckpointManager(tf.train.Checkpoint(), unused, 1),
             termination_config=termination,
         )
-        _handlers[key] = (handler, current, strategy)
-    handler, current, _ = _handlers[key]
+        _handlers[key] = (handler, current)
+    handler, current = _handlers[key]
     current[0] = callback
     return handler
 

@@ -1,12 +1,8 @@
 """Multi-worker helpers: which worker is the chief, and where each one writes.
 
-With `tf.distribute.MultiWorkerMirroredStrategy` every worker runs the same
-program. TensorFlow's multi-worker guide prescribes that only the chief
-writes checkpoints, backups and TensorBoard logs to the real location; the
-other workers must still write (saving is a collective operation), but to a
-temporary folder they then delete. `write_dir` gives each worker its folder.
-The cluster comes from `TF_CONFIG`, read by TensorFlow's
-`TFConfigClusterResolver`.
+Under `tf.distribute.MultiWorkerMirroredStrategy` only the chief writes to the
+real location; the others must still write (saving is collective), to a
+temporary folder (`write_dir`). The cluster comes from `TF_CONFIG`.
 """
 
 from __future__ import annotations
@@ -22,8 +18,7 @@ def task() -> tuple[str, int]:
     """This process's `(task_type, task_index)` from `TF_CONFIG`.
 
     Returns:
-        `("worker", 0)`-style pair; `("chief", 0)` when `TF_CONFIG` is unset
-        (a single process is its own chief).
+        A pair such as `("worker", 1)`; `("chief", 0)` without `TF_CONFIG`.
     """
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     return resolver.task_type or "chief", resolver.task_id or 0
@@ -32,18 +27,15 @@ def task() -> tuple[str, int]:
 def is_chief() -> bool:
     """Whether this process writes the run's files.
 
-    The chief is the task of type "chief", or worker 0 when the cluster has
-    no chief -- TensorFlow's own convention.
-
     Returns:
-        True on the chief (and in a single-process run).
+        True for the "chief" task, or for worker 0 when the cluster has no
+        chief (TensorFlow's convention), and in a single-process run.
     """
-    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     task_type, task_index = task()
-    has_chief = "chief" in resolver.cluster_spec().jobs
-    return task_type == "chief" or (
-        task_type == "worker" and task_index == 0 and not has_chief
-    )
+    if task_type == "worker" and task_index == 0:
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        return "chief" not in resolver.cluster_spec().jobs
+    return task_type == "chief"
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
@@ -53,8 +45,7 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
         strategy: Any `tf.distribute` strategy.
 
     Returns:
-        1 for single-process strategies, else the cluster's chief and worker
-        count.
+        1 for a single-process strategy, else the chief and worker count.
     """
     resolver = getattr(strategy, "cluster_resolver", None)
     spec = resolver.cluster_spec() if resolver is not None else None
@@ -68,33 +59,28 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
 def set_lost_worker_timeout(seconds: float) -> None:
     """Sets how long workers wait for a silent one before they all stop.
 
-    TensorFlow's coordination service declares a worker lost after this
-    long without a heartbeat (10 s by default) and aborts the others'
-    steps; ManualLoop then raises `customfit.errors.WorkerLostError`. Call
-    it on every worker before creating the `MultiWorkerMirroredStrategy`.
+    Without a heartbeat for this long (10 s by default) a worker is lost,
+    and ManualLoop raises `customfit.errors.WorkerLostError` on the others.
+    Call it on every worker before creating the strategy.
 
     Args:
         seconds: The heartbeat timeout; above any pause a worker may take.
     """
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    if resolver.cluster_spec().jobs:
-        _keras_compat.configure_coordination_service(
-            resolver.cluster_spec(), seconds
-        )
+    spec = resolver.cluster_spec()
+    if spec.jobs:
+        _keras_compat.configure_coordination_service(spec, seconds)
 
 
 def write_dir(path: str) -> str:
     """The folder this worker writes `path`'s files to.
 
-    The chief gets `path` itself. Every other worker gets a fresh temporary
-    folder (under the system temp dir, named after its task) that nobody
-    reads; delete it when done.
-
     Args:
         path: The folder the run's files belong in.
 
     Returns:
-        `path` on the chief, a temporary folder elsewhere.
+        `path` on the chief; elsewhere a fresh temporary folder, named after
+        the task, that nobody reads (delete it when done).
 
     Example:
 

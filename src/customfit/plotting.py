@@ -1,12 +1,7 @@
 """Training curves: a History's loss and metrics per epoch, drawn to a PNG.
 
-`plot_history(history, "curves.png")` draws one panel per metric (loss,
-accuracy, ...), each with the training curve and, when the run validated,
-the validation curve, against the epoch number. It takes the `History` that
-`model.fit` and `ManualLoop(model).fit` return, or its `.history` dict.
-
-matplotlib is an optional dependency, imported only when a plot is drawn;
-install it with the extra: `pip install "customfit[plotting]"`.
+matplotlib is imported only when a plot is drawn; install it with the extra:
+`pip install "customfit[plotting]"`.
 """
 
 from __future__ import annotations
@@ -36,17 +31,14 @@ def plot_history(
     `val_` values of the same metric, when present, as a dashed line.
 
     Args:
-        history: A `keras.callbacks.History`, as `fit` and
-            `ManualLoop(model).fit` return it, or its `.history` dict
-            (metric name to one value per epoch).
+        history: The `keras.callbacks.History` that `fit` returns, or its
+            `.history` dict (metric name to one value per epoch).
         path: Where to write the figure (a PNG for a `.png` name; the
             extension picks the format). None: do not save.
-        metrics: The metrics to draw, such as `["loss", "accuracy"]`, one
-            panel each, without the `val_` prefix. None draws every metric
-            of the History.
+        metrics: The metrics to draw, one panel each, such as `["loss",
+            "accuracy"]` (no `val_` prefix). None draws them all.
         validation_freq: The `validation_freq` the run was trained with,
-            so that validation values are drawn at the epochs they were
-            measured.
+            to draw validation values at the epochs they were measured.
         title: A title above the panels.
 
     Returns:
@@ -62,45 +54,12 @@ def plot_history(
     Example:
 
     ```python
-    import keras
-    import numpy as np
-    from customfit import ManualLoop
     from customfit.plotting import plot_history
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
-    x, y = np.zeros((32, 4)), np.zeros((32, 1))
-    history = ManualLoop(model).fit(
-        x, y, epochs=3, validation_split=0.25, verbose=0
-    )
+    history = ManualLoop(model).fit(x, y, epochs=3, validation_split=0.25)
     figure = plot_history(history, "curves.png")
     ```
     """
-    figure_class, integer_locator = _import_matplotlib()
-    values, epochs = _series(history)
-    names = _metric_names(values, metrics)
-    figure = figure_class(figsize=(4.8 * len(names), 3.6), layout="tight")
-    axes = figure.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names, strict=True):
-        ax.plot(epochs, values[name], "o-", label="train")
-        if f"val_{name}" in values:
-            validated = _validated_epochs(
-                epochs, validation_freq, values[f"val_{name}"], name
-            )
-            ax.plot(validated, values[f"val_{name}"], "s--", label="validation")
-            ax.legend()
-        ax.set_title(name)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(integer_locator(integer=True))
-        ax.grid(alpha=0.3)
-    if title:
-        figure.suptitle(title)
-    if path is not None:
-        figure.savefig(os.fspath(path), dpi=110)
-    return figure
-
-
-def _import_matplotlib():
     try:
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
@@ -113,18 +72,33 @@ def _import_matplotlib():
                 fix='install the extra: pip install "customfit[plotting]"',
             )
         ) from error
-    return Figure, MaxNLocator
+    values, epochs = _series(history)
+    names = _metric_names(values, metrics)
+    figure = Figure(figsize=(4.8 * len(names), 3.6), layout="tight")
+    axes = figure.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=True):
+        ax.plot(epochs, values[name], "o-", label="train")
+        if f"val_{name}" in values:
+            validated = _validated_epochs(
+                epochs, validation_freq, values[f"val_{name}"], name
+            )
+            ax.plot(validated, values[f"val_{name}"], "s--", label="validation")
+            ax.legend()
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    if path is not None:
+        figure.savefig(os.fspath(path), dpi=110)
+    return figure
 
 
-def _series(history: Any) -> tuple[dict[str, list[float]], list[int]]:
+def _series(history: Any) -> tuple[Mapping[str, list], list[int]]:
     """The History's values by name, and the (1-based) epoch of each."""
-    epochs = None
-    if isinstance(history, Mapping):
-        values = history
-    elif isinstance(getattr(history, "history", None), Mapping):
-        values = history.history
-        epochs = [int(epoch) + 1 for epoch in getattr(history, "epoch", [])]
-    else:
+    values = getattr(history, "history", history)
+    if not isinstance(values, Mapping):
         raise InputTypeError(
             message(
                 "plot_history: `history` must be a History or its dict.",
@@ -134,11 +108,9 @@ def _series(history: Any) -> tuple[dict[str, list[float]], list[int]]:
                 fix="pass what fit returned: plot_history(model.fit(...))",
             )
         )
-    values = {
-        name: [float(v) for v in series] for name, series in values.items()
-    }
     train = [name for name in values if not name.startswith("val_")]
-    if not train or not values[train[0]]:
+    length = len(values[train[0]]) if train else 0
+    if not length:
         raise InputValueError(
             message(
                 "plot_history: the History holds no epoch to plot.",
@@ -147,15 +119,13 @@ def _series(history: Any) -> tuple[dict[str, list[float]], list[int]]:
                 fix="plot after fit has trained at least one epoch",
             )
         )
-    length = len(values[train[0]])
-    if epochs is None or len(epochs) != length:
+    epochs = [int(epoch) + 1 for epoch in getattr(history, "epoch", [])]
+    if len(epochs) != length:  # a dict, or a History edited by hand
         epochs = list(range(1, length + 1))
     return values, epochs
 
 
-def _metric_names(
-    values: dict[str, list[float]], metrics: Sequence[str] | None
-) -> list[str]:
+def _metric_names(values: Mapping, metrics: Sequence[str] | None) -> list[str]:
     available = [name for name in values if not name.startswith("val_")]
     if metrics is None:  # the loss first, then the History's order
         return sorted(available, key=lambda name: name != "loss")
@@ -178,7 +148,7 @@ def _metric_names(
 def _validated_epochs(
     epochs: list[int],
     validation_freq: int | Sequence[int],
-    validation_values: list[float],
+    validation_values: list,
     name: str,
 ) -> list[int]:
     """The epochs at which fit validated, as `validation_freq` decides."""

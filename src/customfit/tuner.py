@@ -1,17 +1,10 @@
 """keras-tuner integration: search hyperparameters with either driver.
 
 keras-tuner trains a trial in one place only, `HyperModel.fit(hp, model,
-*args, **kwargs)`; `customfit.tuner.HyperModel` overrides just that, so that
-a trial runs through `ManualLoop(model).fit(...)` (the `"manual"` driver) or
-`model.fit(...)` (the `"fit"` driver) with the very arguments keras-tuner
-passes: the tuner's callbacks, `epochs` and `initial_epoch` (Hyperband),
-validation data and the rest. The `History` goes back to keras-tuner, which
-reads the objective from it as it reads `model.fit`'s. Everything else --
-oracles, trial bookkeeping, failed trials, resuming, the chief/worker search
-over gRPC -- is keras-tuner's own.
-
-This is the only customfit module that imports `keras_tuner`; install it
-with the extra: `pip install "customfit[tuner]"`.
+*args, **kwargs)`; `customfit.tuner.HyperModel` overrides just that, so that a
+trial runs through `ManualLoop(model).fit(...)` or `model.fit(...)` with the
+arguments keras-tuner passes. Oracles, trials, resuming and the distributed
+search stay keras-tuner's own. Install with `pip install "customfit[tuner]"`.
 """
 
 from __future__ import annotations
@@ -47,90 +40,55 @@ except ImportError as error:
 DRIVERS = ("manual", "fit", "eager")
 """What can run a trial: `ManualLoop` (compiled or eager) or `model.fit`."""
 
-# Arguments a loop hyperparameter may not set: the tuner owns them.
-_TUNER_ARGUMENTS = ("callbacks",)
-_HYPERBAND_ARGUMENTS = ("epochs", "initial_epoch")
-
 
 class HyperModel(keras_tuner.HyperModel):
     """A keras-tuner `HyperModel` whose trials train through a chosen driver.
 
     Subclass it and override `build(hp)`, as with `keras_tuner.HyperModel`:
     return a compiled model (a `customfit.CustomModel` or any Keras 3
-    model). Every trial then trains through `driver`, with the arguments
-    the tuner passes to `fit`: those of `tuner.search(...)` plus the
-    tuner's callbacks and, under Hyperband, `epochs` and `initial_epoch`.
-    Pick the driver per search, without touching `build`:
-    `MyHyperModel(driver="fit")` or `MyHyperModel(driver="manual")`.
-
-    Hyperparameters of the loop rather than the model (the batch size,
-    `steps_per_execution`, the number of epochs of a RandomSearch) go in
-    `fit_options(hp)`, which returns extra `fit` arguments chosen with `hp`.
+    model). Every trial then trains through `driver` with the arguments the
+    tuner passes to `fit`, so the driver is chosen per search without
+    touching `build`. Hyperparameters of the loop rather than the model
+    (batch size, `steps_per_execution`, ...) go in `fit_options(hp)`.
 
     Args:
         driver: What trains each trial: `"manual"` (default,
             `ManualLoop(model).fit`), `"eager"` (the same loop with the
-            step uncompiled, to debug a trial) or `"fit"`
-            (`model.fit`). With the same seeds and op determinism, `"manual"`
-            and `"fit"` give the same trial scores.
+            step uncompiled, to debug a trial) or `"fit"` (`model.fit`).
+            With the same seeds and op determinism, `"manual"` and `"fit"`
+            give the same trial scores.
         seed: If given, `keras.utils.set_random_seed(seed)` runs before every
-            `build(hp)`, so every trial starts from the same random state
-            and the same search repeats exactly.
+            `build(hp)`, so that the same search repeats exactly.
         backup: A `customfit.Backup` whose directory holds one folder of
-            backups per trial (named after its hyperparameter values). A
-            trial stopped by a signal, or killed, resumes mid-trial from its
-            backup when the search restarts (keras-tuner itself restarts
-            it from its first epoch). The `"manual"` and `"eager"` drivers
-            only.
+            backups per trial (named after its hyperparameter values): a
+            trial stopped by a signal, or killed, resumes mid-trial when the
+            search restarts. The `"manual"` and `"eager"` drivers only.
         name: Optional name of this HyperModel.
         tunable: Whether the hyperparameters defined in `build` join the
             search space (keras-tuner's `tunable`).
 
     Raises:
-        InputValueError: If `driver` is not one of `DRIVERS`.
+        InputValueError: If `driver` is not one of `DRIVERS`, or `backup`
+            is given with the `"fit"` driver.
 
     Example:
 
     ```python
-    import keras
-    import keras_tuner
-    import numpy as np
-
-    import customfit
-    import customfit.tuner
-
-
-    class Classifier(customfit.tuner.HyperModel):
+    class Regressor(customfit.tuner.HyperModel):
         def build(self, hp):
-            inputs = keras.Input((4,))
-            hidden = keras.layers.Dense(hp.Choice("units", [4, 8]))(inputs)
-            model = customfit.CustomModel(
-                inputs, keras.layers.Dense(2)(hidden)
-            )
-            model.compile(
-                optimizer="adam",
-                loss=keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True
-                ),
-                metrics=["accuracy"],
-            )
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+            learning_rate = hp.Choice("learning_rate", [0.01, 0.1])
+            model.compile(keras.optimizers.SGD(learning_rate), loss="mse")
             return model
 
         def fit_options(self, hp):
             return {"batch_size": hp.Choice("batch_size", [8, 16])}
 
 
-    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32")
     tuner = keras_tuner.RandomSearch(
-        Classifier(driver="manual", seed=0),
-        objective="val_accuracy",
-        max_trials=2,
-        seed=1,  # keras-tuner reads seed=0 as "no seed"
-        directory="tuning",
-        overwrite=True,
+        Regressor(driver="manual", seed=0), "val_loss", max_trials=2
     )
-    tuner.search(x, y, epochs=1, validation_split=0.25, verbose=0)
+    tuner.search(x, y, epochs=1, validation_split=0.25)
     ```
     """
 
@@ -148,8 +106,8 @@ class HyperModel(keras_tuner.HyperModel):
         self.driver = driver
         self.seed = seed
         self.backup = backup
-        # keras-tuner replaced `self.build` by its wrapper of the subclass's
-        # build; seed in front of it, so that every caller is seeded.
+        # keras-tuner's __init__ replaced `self.build` by its wrapper of the
+        # subclass's build: seed in front of that, for every caller.
         self._unseeded_build = self.build
         self.build = self._seeded_build
 
@@ -170,17 +128,8 @@ class HyperModel(keras_tuner.HyperModel):
         Example:
 
         ```python
-        import customfit.tuner
-
-
-        class Tuned(customfit.tuner.HyperModel):
-            def fit_options(self, hp):
-                return {
-                    "batch_size": hp.Choice("batch_size", [32, 64]),
-                    "steps_per_execution": hp.Choice(
-                        "steps_per_execution", [1, 4]
-                    ),
-                }
+        def fit_options(self, hp):
+            return {"steps_per_execution": hp.Choice("spe", [1, 4])}
         ```
         """
         del hp
@@ -195,26 +144,16 @@ class HyperModel(keras_tuner.HyperModel):
     ) -> keras.callbacks.History:
         """Trains one trial's model through `self.driver`.
 
-        keras-tuner calls this with the arguments of `tuner.search(...)`
-        (`kwargs` always holds the tuner's `callbacks`). Those of
-        `fit_options(hp)` are added, then the model trains through
-        `ManualLoop(model).fit(*args, **kwargs)` or `model.fit(*args,
-        **kwargs)`.
-
-        To add a loop hyperparameter here rather than in `fit_options`,
-        override and call up:
-        `return super().fit(hp, model, *args, batch_size=hp.Choice(
-        "batch_size", [32, 64]), **kwargs)`.
-
         Args:
             hp: The trial's hyperparameters.
             model: The model `build(hp)` returned (compiled).
             *args: Positional arguments of `tuner.search`, e.g. `x`, `y`.
-            **kwargs: Keyword arguments of `tuner.search`, plus `callbacks`.
+            **kwargs: Keyword arguments of `tuner.search`, plus the tuner's
+                `callbacks`; those of `fit_options(hp)` replace them.
 
         Returns:
-            The `keras.callbacks.History` of the trial; keras-tuner reads the
-            objective from it, epoch by epoch.
+            The trial's `keras.callbacks.History`, from which keras-tuner
+            reads the objective epoch by epoch.
 
         Raises:
             InputValueError: If `fit_options` returns `callbacks`, or `epochs`
@@ -222,12 +161,19 @@ class HyperModel(keras_tuner.HyperModel):
         """
         options = dict(self.fit_options(hp) or {})
         _check_fit_options(options, hp, type(self).__name__)
+        _check_driver(self.driver, self.backup)  # it may have been reassigned
         steps_per_execution = options.pop("steps_per_execution", None)
         if steps_per_execution is not None:
             model.steps_per_execution = steps_per_execution
         kwargs.update(options)
-        backup = _trial_backup(self.backup, hp)
-        return _run_driver(self.driver, model, *args, backup=backup, **kwargs)
+        if self.driver == "fit":
+            return model.fit(*args, **kwargs)
+        loop = ManualLoop(
+            model,
+            run_eagerly=True if self.driver == "eager" else None,
+            backup=_trial_backup(self.backup, hp),
+        )
+        return loop.fit(*args, **kwargs)
 
     def _seeded_build(self, hp, *args, **kwargs):
         if self.seed is not None:
@@ -235,26 +181,14 @@ class HyperModel(keras_tuner.HyperModel):
         return self._unseeded_build(hp, *args, **kwargs)
 
 
-class _BuildFunction(HyperModel):
-    """A HyperModel around a `build(hp)` callable (see `wrap`)."""
+class _Wrapped(HyperModel):
+    """A HyperModel around a `build(hp)` function (see `wrap`)."""
 
-    def __init__(
-        self, build_fn, fit_options_fn, declare_hyperparameters=None, **kwargs
-    ):
-        self._build_fn = build_fn
-        self._fit_options_fn = fit_options_fn
-        self._declare_hyperparameters = declare_hyperparameters
+    def __init__(self, build, fit_options, **kwargs):
+        self.build = build  # keras-tuner's __init__ wraps it, as any build
+        if fit_options is not None:
+            self.fit_options = fit_options
         super().__init__(**kwargs)
-
-    def build(self, hp):
-        return self._build_fn(hp)
-
-    def declare_hyperparameters(self, hp):
-        if self._declare_hyperparameters is not None:
-            self._declare_hyperparameters(hp)
-
-    def fit_options(self, hp):
-        return {} if self._fit_options_fn is None else self._fit_options_fn(hp)
 
 
 def wrap(
@@ -269,18 +203,13 @@ def wrap(
 ) -> HyperModel:
     """Turns a `build(hp)` function into a HyperModel trained by `driver`.
 
-    Use it when the search space is a plain function, or a
-    `keras_tuner.HyperModel` that only overrides `build`, and you want its
-    trials to run through `ManualLoop`.
-
     Args:
         build: A function `build(hp) -> compiled keras.Model`, or a
             `keras_tuner.HyperModel` that does not override `fit`.
         driver: One of `DRIVERS`; see `HyperModel`.
         seed: If given, the random seed set before every build.
         fit_options: Optional function `fit_options(hp) -> dict` of extra
-            `fit` arguments (loop hyperparameters); see
-            `HyperModel.fit_options`.
+            `fit` arguments; see `HyperModel.fit_options`.
         backup: Optional `customfit.Backup` for every trial; see
             `HyperModel`.
 
@@ -295,51 +224,23 @@ def wrap(
     Example:
 
     ```python
-    import keras
-    import keras_tuner
-
-    import customfit.tuner
-
-
     def build_model(hp):
-        model = keras.Sequential(
-            [keras.Input((4,)), keras.layers.Dense(hp.Int("units", 1, 4))]
-        )
-        model.compile(optimizer="sgd", loss="mse")
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(hp.Float("lr", 0.01, 0.1)), "mse")
         return model
 
 
     hypermodel = customfit.tuner.wrap(build_model, driver="manual")
     ```
     """
-    _check_driver(driver, backup)
+    _check_wrap(build, driver)
+    options = {"driver": driver, "seed": seed, "backup": backup}
     if isinstance(build, keras_tuner.HyperModel):
-        _check_wrappable(build, driver)
-        return _BuildFunction(
-            build.build,
-            fit_options,
-            declare_hyperparameters=build.declare_hyperparameters,
-            driver=driver,
-            seed=seed,
-            backup=backup,
-            name=build.name,
-            tunable=build.tunable,
-        )
-    if isinstance(build, keras.Model) or not callable(build):
-        raise InputTypeError(
-            message(
-                "wrap(build): `build` must be a function build(hp) or a "
-                "keras_tuner.HyperModel.",
-                expected="a callable that takes `hp` and returns a compiled "
-                "keras.Model",
-                received=f"build={build!r} (type: {type(build).__name__})",
-                fix="pass the function itself: wrap(build_model), not "
-                "wrap(build_model(hp))",
-            )
-        )
-    return _BuildFunction(
-        build, fit_options, driver=driver, seed=seed, backup=backup
-    )
+        options.update(name=build.name, tunable=build.tunable)
+        hypermodel = _Wrapped(build.build, fit_options, **options)
+        hypermodel.declare_hyperparameters = build.declare_hyperparameters
+        return hypermodel
+    return _Wrapped(build, fit_options, **options)
 
 
 def _trial_backup(backup: Backup | None, hp) -> Backup | None:
@@ -356,16 +257,7 @@ def _trial_backup(backup: Backup | None, hp) -> Backup | None:
     return dataclasses.replace(backup, directory=directory)
 
 
-def _run_driver(driver, model, *args, backup=None, **kwargs):
-    _check_driver(driver, backup)  # `driver` may have been reassigned.
-    if driver == "fit":
-        return model.fit(*args, **kwargs)
-    eagerly = True if driver == "eager" else None
-    loop = ManualLoop(model, run_eagerly=eagerly, backup=backup)
-    return loop.fit(*args, **kwargs)
-
-
-def _check_driver(driver: Any, backup: Backup | None = None) -> None:
+def _check_driver(driver: Any, backup: Backup | None) -> None:
     if driver == "fit" and backup is not None:
         raise InputValueError(
             message(
@@ -375,32 +267,27 @@ def _check_driver(driver: Any, backup: Backup | None = None) -> None:
                 fix='pass driver="manual", or drop `backup`',
             )
         )
-    if driver in DRIVERS:
-        return
-    raise InputValueError(
-        message(
-            "`driver` names what trains each trial.",
-            expected=" or ".join(f'"{name}"' for name in DRIVERS),
-            received=f"driver={driver!r}",
-            fix='pass driver="manual" to train with ManualLoop, or '
-            'driver="fit" to train with keras.Model.fit',
+    if driver not in DRIVERS:
+        raise InputValueError(
+            message(
+                "`driver` names what trains each trial.",
+                expected=" or ".join(f'"{name}"' for name in DRIVERS),
+                received=f"driver={driver!r}",
+                fix='pass driver="manual" to train with ManualLoop, or '
+                'driver="fit" to train with keras.Model.fit',
+            )
         )
-    )
 
 
 def _check_fit_options(options: dict, hp: Any, owner: str) -> None:
-    hyperband = "tuner/epochs" in hp.values
-    owned = _TUNER_ARGUMENTS + (_HYPERBAND_ARGUMENTS if hyperband else ())
-    clashes = sorted(name for name in options if name in owned)
+    fixes = {"callbacks": "pass callbacks to tuner.search(callbacks=[...])"}
+    hyperband = "tuner/epochs" in hp.values  # Hyperband sets the epochs
+    if hyperband:
+        fix = "leave the epochs to Hyperband: set Hyperband(max_epochs=...)"
+        fixes.update(epochs=fix, initial_epoch=fix)
+    clashes = [name for name in fixes if name in options]
     if not clashes:
         return
-    fixes = []
-    if "callbacks" in clashes:
-        fixes.append("pass callbacks to tuner.search(callbacks=[...])")
-    if set(clashes) & set(_HYPERBAND_ARGUMENTS):
-        fixes.append(
-            "leave the epochs to Hyperband: set Hyperband(max_epochs=...)"
-        )
     setter = "the tuner" if clashes == ["callbacks"] else "Hyperband"
     raise InputValueError(
         message(
@@ -410,30 +297,40 @@ def _check_fit_options(options: dict, hp: Any, owner: str) -> None:
             "steps_per_execution, shuffle, validation_freq"
             + ("" if hyperband else ", epochs"),
             received=f"fit_options keys: {sorted(options)}",
-            fix="; ".join(fixes),
+            fix="; ".join(dict.fromkeys(fixes[name] for name in clashes)),
         )
     )
 
 
-def _check_wrappable(hypermodel: keras_tuner.HyperModel, driver: str) -> None:
-    if isinstance(hypermodel, HyperModel):
-        what = "is already a customfit.tuner.HyperModel"
+def _check_wrap(build: Any, driver: str) -> None:
+    if isinstance(build, HyperModel):
+        what = "the HyperModel is already a customfit.tuner.HyperModel"
         fix = f'set its driver instead: hypermodel.driver = "{driver}"'
-    elif type(hypermodel).fit is not keras_tuner.HyperModel.fit:
-        what = "overrides fit(), which would be lost"
+    elif isinstance(build, keras_tuner.HyperModel):
+        if type(build).fit is keras_tuner.HyperModel.fit:
+            return
+        what = "the HyperModel overrides fit(), which would be lost"
         fix = (
             "subclass customfit.tuner.HyperModel instead of "
             "keras_tuner.HyperModel and call super().fit(hp, model, *args, "
             "**kwargs) from your fit"
         )
+    elif isinstance(build, keras.Model) or not callable(build):
+        what = (
+            "`build` must be a function build(hp) or a keras_tuner.HyperModel"
+        )
+        fix = (
+            "pass the function itself: wrap(build_model), not "
+            "wrap(build_model(hp))"
+        )
     else:
         return
     raise InputTypeError(
         message(
-            f"wrap(build): the HyperModel {what}.",
-            expected="a build(hp) function, or a keras_tuner.HyperModel that "
-            "overrides only build",
-            received=f"build=<{type(hypermodel).__name__}>",
+            f"wrap(build): {what}.",
+            expected="a build(hp) function returning a compiled keras.Model, "
+            "or a keras_tuner.HyperModel that overrides only build",
+            received=f"build={build!r} (type: {type(build).__name__})",
             fix=fix,
         )
     )
