@@ -14,7 +14,6 @@ from typing import Any
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import MissingDependencyError
-from customfit.errors import message
 
 
 def plot_history(
@@ -65,12 +64,10 @@ def plot_history(
         from matplotlib.ticker import MaxNLocator
     except ImportError as error:
         raise MissingDependencyError(
-            message(
-                "customfit.plotting needs matplotlib, which is not installed.",
-                expected="the `matplotlib` package",
-                received=f"ImportError: {error}",
-                fix='install the extra: pip install "customfit[plotting]"',
-            )
+            "customfit.plotting needs matplotlib, which is not installed.",
+            expected="the `matplotlib` package",
+            received=f"ImportError: {error}",
+            fix='install the extra: pip install "customfit[plotting]"',
         ) from error
     values, epochs = _series(history)
     names = _metric_names(values, metrics)
@@ -100,24 +97,20 @@ def _series(history: Any) -> tuple[Mapping[str, list], list[int]]:
     values = getattr(history, "history", history)
     if not isinstance(values, Mapping):
         raise InputTypeError(
-            message(
-                "plot_history: `history` must be a History or its dict.",
-                expected="the keras.callbacks.History that fit returns, or "
-                "history.history",
-                received=f"history=<{type(history).__name__}>",
-                fix="pass what fit returned: plot_history(model.fit(...))",
-            )
+            "plot_history: `history` must be a History or its dict.",
+            expected="the keras.callbacks.History that fit returns, or "
+            "history.history",
+            received=f"history=<{type(history).__name__}>",
+            fix="pass what fit returned: plot_history(model.fit(...))",
         )
     train = [name for name in values if not name.startswith("val_")]
     length = len(values[train[0]]) if train else 0
     if not length:
         raise InputValueError(
-            message(
-                "plot_history: the History holds no epoch to plot.",
-                expected="a History of at least one trained epoch",
-                received=f"metrics {sorted(values)} with no values",
-                fix="plot after fit has trained at least one epoch",
-            )
+            "plot_history: the History holds no epoch to plot.",
+            expected="a History of at least one trained epoch",
+            received=f"metrics {sorted(values)} with no values",
+            fix="plot after fit has trained at least one epoch",
         )
     epochs = [int(epoch) + 1 for epoch in getattr(history, "epoch", [])]
     if len(epochs) != length:  # a dict, or a History edited by hand
@@ -133,14 +126,12 @@ def _metric_names(values: Mapping, metrics: Sequence[str] | None) -> list[str]:
     unknown = [name for name in names if name not in available]
     if unknown or not names:
         raise InputValueError(
-            message(
-                f"plot_history: `metrics` names {unknown or 'nothing'}, "
-                "which the History does not hold.",
-                expected=f"names among {available}",
-                received=f"metrics={list(metrics)}",
-                fix="pick names from history.history (without the val_ "
-                "prefix), or leave `metrics` out to plot them all",
-            )
+            f"plot_history: `metrics` names {unknown or 'nothing'}, "
+            "which the History does not hold.",
+            expected=f"names among {available}",
+            received=f"metrics={list(metrics)}",
+            fix="pick names from history.history (without the val_ "
+            "prefix), or leave `metrics` out to plot them all",
         )
     return names
 
@@ -158,13 +149,11 @@ def _validated_epochs(
         validated = [e for e in epochs if e in validation_freq]
     if len(validated) != len(validation_values):
         raise InputValueError(
-            message(
-                f"plot_history: `val_{name}` has {len(validation_values)} "
-                f"values, but validation_freq={validation_freq!r} over "
-                f"epochs {epochs[0]}..{epochs[-1]} gives {len(validated)}.",
-                expected="the validation_freq the run was trained with",
-                received=f"validation_freq={validation_freq!r}",
-                fix="pass the run's validation_freq to plot_history",
-            )
+            f"plot_history: `val_{name}` has {len(validation_values)} "
+            f"values, but validation_freq={validation_freq!r} over "
+            f"epochs {epochs[0]}..{epochs[-1]} gives {len(validated)}.",
+            expected="the validation_freq the run was trained with",
+            received=f"validation_freq={validation_freq!r}",
+            fix="pass the run's validation_freq to plot_history",
         )
     return validated

@@ -22,19 +22,16 @@ from customfit.backup import Backup
 from customfit.errors import InputTypeError
 from customfit.errors import InputValueError
 from customfit.errors import MissingDependencyError
-from customfit.errors import message
 from customfit.loop import ManualLoop
 
 try:
     import keras_tuner
 except ImportError as error:
     raise MissingDependencyError(
-        message(
-            "customfit.tuner needs keras-tuner, which is not installed.",
-            expected="the `keras_tuner` package (keras-tuner>=1.4) and grpcio",
-            received=f"ImportError: {error}",
-            fix='install the extra: pip install "customfit[tuner]"',
-        )
+        "customfit.tuner needs keras-tuner, which is not installed.",
+        expected="the `keras_tuner` package (keras-tuner>=1.4) and grpcio",
+        received=f"ImportError: {error}",
+        fix='install the extra: pip install "customfit[tuner]"',
     ) from error
 
 DRIVERS = ("manual", "fit", "eager")
@@ -260,22 +257,18 @@ def _trial_backup(backup: Backup | None, hp) -> Backup | None:
 def _check_driver(driver: Any, backup: Backup | None) -> None:
     if driver == "fit" and backup is not None:
         raise InputValueError(
-            message(
-                "`backup` needs a ManualLoop driver: model.fit takes none.",
-                expected='driver="manual" or "eager" with a backup',
-                received=f'driver="fit", backup={backup!r}',
-                fix='pass driver="manual", or drop `backup`',
-            )
+            "`backup` needs a ManualLoop driver: model.fit takes none.",
+            expected='driver="manual" or "eager" with a backup',
+            received=f'driver="fit", backup={backup!r}',
+            fix='pass driver="manual", or drop `backup`',
         )
     if driver not in DRIVERS:
         raise InputValueError(
-            message(
-                "`driver` names what trains each trial.",
-                expected=" or ".join(f'"{name}"' for name in DRIVERS),
-                received=f"driver={driver!r}",
-                fix='pass driver="manual" to train with ManualLoop, or '
-                'driver="fit" to train with keras.Model.fit',
-            )
+            "`driver` names what trains each trial.",
+            expected=" or ".join(f'"{name}"' for name in DRIVERS),
+            received=f"driver={driver!r}",
+            fix='pass driver="manual" to train with ManualLoop, or '
+            'driver="fit" to train with keras.Model.fit',
         )
 
 
@@ -290,15 +283,13 @@ def _check_fit_options(options: dict, hp: Any, owner: str) -> None:
         return
     setter = "the tuner" if clashes == ["callbacks"] else "Hyperband"
     raise InputValueError(
-        message(
-            f"{owner}.fit_options(hp) returned {', '.join(clashes)}, which "
-            f"{setter} sets for every trial.",
-            expected="loop arguments such as batch_size, "
-            "steps_per_execution, shuffle, validation_freq"
-            + ("" if hyperband else ", epochs"),
-            received=f"fit_options keys: {sorted(options)}",
-            fix="; ".join(dict.fromkeys(fixes[name] for name in clashes)),
-        )
+        f"{owner}.fit_options(hp) returned {', '.join(clashes)}, which "
+        f"{setter} sets for every trial.",
+        expected="loop arguments such as batch_size, "
+        "steps_per_execution, shuffle, validation_freq"
+        + ("" if hyperband else ", epochs"),
+        received=f"fit_options keys: {sorted(options)}",
+        fix="; ".join(dict.fromkeys(fixes[name] for name in clashes)),
     )
 
 
@@ -326,11 +317,9 @@ def _check_wrap(build: Any, driver: str) -> None:
     else:
         return
     raise InputTypeError(
-        message(
-            f"wrap(build): {what}.",
-            expected="a build(hp) function returning a compiled keras.Model, "
-            "or a keras_tuner.HyperModel that overrides only build",
-            received=f"build={build!r} (type: {type(build).__name__})",
-            fix=fix,
-        )
+        f"wrap(build): {what}.",
+        expected="a build(hp) function returning a compiled keras.Model, "
+        "or a keras_tuner.HyperModel that overrides only build",
+        received=f"build={build!r} (type: {type(build).__name__})",
+        fix=fix,
     )
