@@ -1,27 +1,19 @@
 """A CallbackList that skips the per-batch work no callback asks for.
 
 `keras.callbacks.CallbackList` turns the step's logs into Python floats on
-every batch hook (`pythonify_logs`: one host sync per batch, plus Python
-work), before it calls the callbacks, even when none of them overrides the
-hook: with `verbose=0`, fit's list holds only `History`, which has no batch
-hook, and still pays for the conversion on every batch. ManualLoop builds
-its list from this subclass, which
-
-- skips a batch hook entirely when no callback overrides it (nor the old
-  name it falls back to: `on_train_batch_end` calls `on_batch_end`);
-- calls the callbacks that mark themselves `reads_batch_logs = False`
-  (customfit's `BackupCallback`: mid-epoch backups) without converting the
-  logs for them;
-- otherwise does exactly what `keras.callbacks.CallbackList` does, so the
-  progress bar (verbose=1/2) and every user callback see what they see
-  under fit.
-
-Which callbacks listen is checked on every call (a few attribute lookups),
-so callbacks added to `.callbacks` later are honoured.
+every batch hook (one host sync per batch) even when no callback overrides
+the hook: with `verbose=0`, fit's list holds only `History`, which has no
+batch hook. ManualLoop's list skips a batch hook no callback overrides (nor
+the old name it falls back to: `on_train_batch_end` calls `on_batch_end`),
+calls the callbacks marked `reads_batch_logs = False` (customfit's
+`BackupCallback`) with the logs unconverted, and otherwise does exactly what
+Keras' list does. Listeners are looked up on every call, so callbacks added
+to `.callbacks` later are honoured.
 """
 
 from __future__ import annotations
 
+from functools import partialmethod
 from typing import Any
 
 import keras
@@ -69,31 +61,7 @@ class CallbackList(keras.callbacks.CallbackList):
     Keras runs it.
     """
 
-    def on_batch_begin(self, batch, logs=None):
-        self._batch_hook("on_batch_begin", batch, logs)
-
-    def on_batch_end(self, batch, logs=None):
-        self._batch_hook("on_batch_end", batch, logs)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._batch_hook("on_train_batch_begin", batch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._batch_hook("on_train_batch_end", batch, logs)
-
-    def on_test_batch_begin(self, batch, logs=None):
-        self._batch_hook("on_test_batch_begin", batch, logs)
-
-    def on_test_batch_end(self, batch, logs=None):
-        self._batch_hook("on_test_batch_end", batch, logs)
-
-    def on_predict_batch_begin(self, batch, logs=None):
-        self._batch_hook("on_predict_batch_begin", batch, logs)
-
-    def on_predict_batch_end(self, batch, logs=None):
-        self._batch_hook("on_predict_batch_end", batch, logs)
-
-    def _batch_hook(self, hook: str, batch: int, logs: Any) -> None:
+    def _dispatch(self, hook: str, batch: int, logs: Any = None) -> None:
         listeners = [c for c in self.callbacks if listens(c, hook)]
         if not listeners:
             return
@@ -102,3 +70,12 @@ class CallbackList(keras.callbacks.CallbackList):
                 getattr(callback, hook)(batch, logs=logs)
             return
         getattr(super(), hook)(batch, logs)
+
+    on_batch_begin = partialmethod(_dispatch, "on_batch_begin")
+    on_batch_end = partialmethod(_dispatch, "on_batch_end")
+    on_train_batch_begin = partialmethod(_dispatch, "on_train_batch_begin")
+    on_train_batch_end = partialmethod(_dispatch, "on_train_batch_end")
+    on_test_batch_begin = partialmethod(_dispatch, "on_test_batch_begin")
+    on_test_batch_end = partialmethod(_dispatch, "on_test_batch_end")
+    on_predict_batch_begin = partialmethod(_dispatch, "on_predict_batch_begin")
+    on_predict_batch_end = partialmethod(_dispatch, "on_predict_batch_end")

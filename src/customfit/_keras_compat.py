@@ -1,11 +1,9 @@
 """Every private or version-dependent Keras and TensorFlow name, in one place.
 
-Keras 3 has no public API for these. Each one is used exactly as
-`keras.Model.fit` uses it, which is what makes ManualLoop give the same
-batches and the same logs as fit. `tests/test_keras_compat.py` pins what
-each returns on a small model, so a Keras release that changes one fails
-there, plainly, and not somewhere deep in a training run. Every Keras from
-`KERAS` (below) has them all; `.ci/matrix.py` tests each minor release.
+Keras 3 has no public API for these. Each is used exactly as `keras.Model.fit`
+uses it, so ManualLoop gives fit's batches and logs. Their tests
+(`tests/test_keras_compat.py`) fail plainly when a Keras release changes one;
+`.ci/matrix.py` tests each minor release in `KERAS`.
 """
 
 from __future__ import annotations
@@ -62,13 +60,11 @@ from keras.src.backend.tensorflow.trainer import potentially_ragged_concat  # no
 # fit reduces the outputs of `strategy.run` over the replicas with this.
 from keras.src.backend.tensorflow.trainer import reduce_per_replica  # noqa: E402, F401
 
-# Model.__init__, for functional arguments, runs the backend trainer's
-# __init__ and then Functional.__init__ -- after rewriting the `__bases__` of
-# every class above the model's class to insert Functional. For a shared base
-# such as CustomModel that rewrite is global: once `CustomModel(inputs,
-# outputs)` ran, `class Net(CustomModel)` could no longer call
-# `super().__init__()`. CustomModel runs the same two initializers without the
-# rewrite (see `init_functional`).
+# Model.__init__, given functional arguments, rewrites the `__bases__` of each
+# class above the model's to insert Functional, then runs the backend trainer's
+# and Functional's __init__. For a shared base such as CustomModel the rewrite
+# is global (`class Net(CustomModel)` could no longer call `super().__init__`),
+# so CustomModel runs the two initializers without it (`init_functional`).
 from keras.src.models.functional import Functional  # noqa: E402
 from keras.src.models.model import Trainer as _BackendTrainer  # noqa: E402
 from keras.src.models.model import functional_init_arguments  # noqa: E402, F401

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import queue
 import sys
 import threading
@@ -30,18 +31,14 @@ class _IteratorReaper:
     """Deletes the iterators a `Batches` is done with, off the training thread.
 
     Deleting a `tf.data` iterator waits for the pipeline's autotuning thread,
-    which sleeps between optimization rounds for up to seconds, so the
-    thread that drops the last reference can stall at the end of an epoch,
-    in fit and in a plain `for` loop alike (docs/performance.md). Retired
-    iterators go to one daemon thread instead, which waits until it holds
-    the last reference (the loop may still hold one for a moment), then
-    lets go of it there.
+    which sleeps for up to seconds between rounds, so the end of an epoch
+    could stall, in fit and in a plain `for` loop alike (docs/performance.md).
+    One daemon thread deletes retired iterators instead, each once it holds
+    the last reference (the loop may hold one a moment longer).
     """
 
     _LAST_REFERENCE_WAIT_S = 30.0
-    # At exit, how long to wait for the thread to finish the deletion it is
-    # in (bounded by the autotuning thread's sleep, about 2.5 s).
-    _EXIT_JOIN_S = 10.0
+    _EXIT_JOIN_S = 10.0  # at exit: a deletion under way ends within ~2.5 s
     _STOP = object()
 
     def __init__(self) -> None:
@@ -51,17 +48,12 @@ class _IteratorReaper:
         # Re-entrant: a garbage collection while the thread starts may run a
         # Batches.__del__, which retires its iterator on this same thread.
         self._lock = threading.RLock()
-        # Python ends a daemon thread that is still running at exit by
-        # unwinding its stack; inside TensorFlow's C++ (an iterator being
-        # deleted) that aborts the process ("terminate called ...").
+        # A daemon thread still deleting an iterator (in TensorFlow's C++) at
+        # exit aborts the process ("terminate called ..."): end it first.
         atexit.register(self.stop)
 
     def retire(self, iterator: Any) -> None:
-        """Hands `iterator` over; the caller should drop its own references.
-
-        After `stop` (at exit), nothing is taken: the caller's reference is
-        the last, and the iterator is deleted where the caller drops it.
-        """
+        """Hands `iterator` over (after `stop`, the caller deletes it)."""
         if iterator is None or sys.is_finalizing():
             return
         with self._lock:
@@ -100,9 +92,8 @@ class _IteratorReaper:
                 del iterator
                 continue
             now = time.monotonic()
-            # An entry is released (and its iterator deleted, here) once
-            # only it refers to the iterator: the entry's slot, and
-            # getrefcount's argument. Or once its deadline has passed.
+            # Deleted here once only the entry (and getrefcount's argument)
+            # refers to it, or once its deadline has passed.
             pending = [
                 entry
                 for entry in pending
@@ -117,20 +108,19 @@ class Batches:
     """The batches of one input, iterated one epoch at a time as fit does.
 
     Iterating gives `(first_step, last_step, iterator)` once per call of the
-    compiled step function: the function takes up to `steps_per_execution`
-    batches from `iterator`; `last_step` is the step fit reports to
-    `on_*_batch_end` (the first one before Keras 3.11). With
-    `steps_per_epoch` set, the iterator carries over from one epoch to the
-    next (so an infinite dataset keeps flowing); otherwise each epoch starts
-    a fresh pass over the data.
-
-    Build one with `customfit.data.batches(...)`.
+    step function, which takes up to `steps_per_execution` batches from
+    `iterator`; `last_step` is the step fit reports to `on_*_batch_end` (the
+    first one before Keras 3.11). With `steps_per_epoch` set, the iterator
+    carries over from one epoch to the next (an infinite dataset keeps
+    flowing); otherwise each epoch starts a fresh pass. Build one with
+    `customfit.data.batches(...)`.
 
     Attributes:
         dataset: The (possibly distributed) dataset of batches.
         element_spec: The structure, shapes and dtypes of one global batch.
         steps_per_epoch: The steps the user asked for per epoch, or None.
         steps_per_execution: Batches per call of the step function.
+        iterator: The iterator the current (or next) epoch reads, if any.
     """
 
     def __init__(
@@ -148,7 +138,7 @@ class Batches:
         self.steps_per_epoch = steps_per_epoch
         self.steps_per_execution = steps_per_execution
         self._num_batches = adapter.num_batches
-        self._iterator = None
+        self.iterator = None
         self._iterator_born = 0.0  # time.monotonic() at its creation
         self._steps_seen = 0  # batches taken from the current iterator
         self._resume_step = 0  # where the next epoch starts (after a backup)
@@ -166,11 +156,6 @@ class Batches:
         """Steps in one epoch, or None until a pass of unknown size ends."""
         return self.steps_per_epoch or self._num_batches
 
-    @property
-    def iterator(self) -> Any:
-        """The iterator the current (or next) epoch reads from, if any."""
-        return self._iterator
-
     def new_iterator(self) -> Any:
         """Starts a fresh iterator (a backup then restores its position).
 
@@ -178,25 +163,24 @@ class Batches:
         the epochs after a resume reshuffle as they would have.
         """
         self._retire_iterator()
-        self._iterator = iter(self.dataset)
+        self.iterator = iter(self.dataset)
         self._iterator_born = time.monotonic()
         self._steps_seen = 0
         self.iterators_created += 1
-        return self._iterator
+        return self.iterator
 
-    # An iterator younger than this is deleted on the spot: its autotuning
-    # thread still sleeps briefly, and handing every short pass's iterator
-    # to another thread only churns memory.
+    # A younger iterator is deleted on the spot: its autotuning thread still
+    # sleeps briefly, and handing each short pass's over only churns memory.
     _REAPER_MIN_AGE_S = 0.5
 
     def _retire_iterator(self) -> None:
         age = time.monotonic() - self._iterator_born
         if age >= self._REAPER_MIN_AGE_S:
-            _reaper.retire(self._iterator)
-        self._iterator = None
+            _reaper.retire(self.iterator)
+        self.iterator = None
 
     def __del__(self) -> None:
-        if getattr(self, "_iterator", None) is not None:
+        if getattr(self, "iterator", None) is not None:
             self._retire_iterator()
 
     def replay(self, iterators_created: int, steps_seen: int) -> None:
@@ -210,7 +194,7 @@ class Batches:
         while self.iterators_created < iterators_created:
             self.new_iterator()
         for _ in range(steps_seen):
-            next(self._iterator)
+            next(self.iterator)
         self._steps_seen = steps_seen
 
     def resume_at(
@@ -234,6 +218,11 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[int, int, Any]]:
         self._adapter.on_epoch_begin()
         first_step, self._resume_step = self._resume_step, 0
+        resuming = first_step > 0 and self.iterator is not None
+        if not resuming and (
+            self.iterator is None or self.steps_per_epoch is None
+        ):
+            self.new_iterator()
         steps = self.num_batches
         if steps:
             yield from self._known_length_epoch(steps, first_step)
@@ -243,11 +232,6 @@ class Batches:
 
     def _known_length_epoch(self, steps: int, first_step: int):
         spe = self.steps_per_execution
-        resuming = first_step > 0 and self._iterator is not None
-        if not resuming and (
-            self._iterator is None or self.steps_per_epoch is None
-        ):
-            self.new_iterator()
         for step in range(first_step, steps, spe):
             if self._num_batches and self._steps_seen >= self._num_batches:
                 if self.steps_per_epoch:
@@ -255,7 +239,7 @@ class Batches:
                 break
             self._steps_seen += spe
             self.steps_done = min(step + spe, steps)
-            yield step, _keras_compat.batch_end_step(step, spe), self._iterator
+            yield step, _keras_compat.batch_end_step(step, spe), self.iterator
         if self._num_batches and self._steps_seen >= self._num_batches:
             # fit creates the next iterator here, at the end of the pass. A
             # dataset that reshuffles each iteration draws a new seed for
@@ -264,13 +248,9 @@ class Batches:
 
     def _unknown_length_epoch(self, first_step: int):
         spe = self.steps_per_execution
-        if not (first_step > 0 and self._iterator is not None):
-            self.new_iterator()
-        step = first_step
-        while True:
+        for step in itertools.count(first_step, spe):
             self._steps_seen = self.steps_done = step + spe
-            yield step, _keras_compat.batch_end_step(step, spe), self._iterator
-            step += spe
+            yield step, _keras_compat.batch_end_step(step, spe), self.iterator
 
     @contextlib.contextmanager
     def stop_when_exhausted(self):
@@ -359,10 +339,9 @@ def batches(
 def debug_cap(value: int | None, setting: str, name: str) -> int | None:
     """`value` under Keras' debugging cap `keras.config.<setting>()`.
 
-    `keras.config.set_max_epochs(n)` and `set_max_steps_per_epoch(n)` (or
-    the `KERAS_MAX_EPOCHS` and `KERAS_MAX_STEPS_PER_EPOCH` environment
-    variables) shorten every run for a quick check; fit honours them, with
-    a warning, and so does ManualLoop. `None` means no limit.
+    `keras.config.set_max_epochs(n)` and `set_max_steps_per_epoch(n)` shorten
+    every run for a quick check; fit honours them, with a warning, and so
+    does ManualLoop.
 
     Args:
         value: The epochs or steps per epoch asked for (None: all batches).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import shlex
@@ -26,24 +25,6 @@ from customfit.backup import Backup
 from customfit.backup import BackupCallback
 from customfit.errors import WorkerLostError
 from customfit.errors import message
-
-
-@dataclasses.dataclass
-class _FitPlan:
-    """Everything `fit` decided before the first step."""
-
-    train: data.Batches
-    validation: data.Batches | None
-    validation_freq: int | list[int]
-    initial_epoch: int
-    epochs: int
-
-    def should_validate(self, epoch: int) -> bool:
-        if self.validation is None:
-            return False
-        if isinstance(self.validation_freq, int):
-            return (epoch + 1) % self.validation_freq == 0
-        return epoch + 1 in self.validation_freq
 
 
 class ManualLoop:
@@ -130,33 +111,30 @@ class ManualLoop:
                 before any step runs.
         """
         checks.check_call("fit", self.model, locals())
-        plan = self._check_fit(
+        epochs = data.debug_cap(epochs, "max_epochs", "epochs")
+        train, validation = self._check_fit(
             x,
             y,
-            batch_size=batch_size,
-            epochs=epochs,
+            sample_weight,
             validation_split=validation_split,
             validation_data=validation_data,
+            validation_batch_size=validation_batch_size or batch_size,
+            validation_steps=validation_steps,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
             shuffle=shuffle,
             class_weight=class_weight,
-            sample_weight=sample_weight,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            validation_batch_size=validation_batch_size,
-            validation_freq=validation_freq,
         )
         model = self.model
-        epochs = plan.epochs  # keras.config.max_epochs() may lower it
-        self._prepare(plan.train)
-        backups = BackupCallback(self.backup, model, plan.train)
+        self._prepare(train)
+        backups = BackupCallback(self.backup, model, train)
         callbacks = self._callback_list(
-            callbacks, verbose, epochs, plan.train.num_batches, last=backups
+            callbacks, verbose, epochs, train.num_batches, last=backups
         )
         model.stop_training = False
         callbacks.on_train_begin()
         start = backups.restore(
-            _keras_compat.initial_epoch_override(model) or plan.initial_epoch
+            _keras_compat.initial_epoch_override(model) or initial_epoch
         )
         logs = None
         with _stopping_on_signals(backups), _explaining_lost_workers(backups):
@@ -164,9 +142,9 @@ class ManualLoop:
                 if not start.continues_epoch(epoch):
                     model.reset_metrics()
                 callbacks.on_epoch_begin(epoch)
-                logs = self.train_epoch(plan.train, callbacks)
-                if plan.should_validate(epoch):
-                    val_logs = self.evaluate_epoch(plan.validation, callbacks)
+                logs = self.train_epoch(train, callbacks)
+                if _should_validate(epoch, validation, validation_freq):
+                    val_logs = self.evaluate_epoch(validation, callbacks)
                     logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 callbacks.on_epoch_end(epoch, logs)
                 if model.stop_training:
@@ -194,16 +172,9 @@ class ManualLoop:
             `model.metrics_names` order, or a dict when `return_dict=True`.
         """
         checks.check_call("evaluate", self.model, locals())
-        batches = data.batches(
-            x,
-            y,
-            sample_weight=sample_weight,
-            batch_size=batch_size,
-            steps_per_epoch=steps,
-            steps_per_execution=self.model.steps_per_execution,
-            strategy=self.model.distribute_strategy,
+        batches = self._check_data(
+            x, y, sample_weight, batch_size=batch_size, steps_per_epoch=steps
         )
-        checks.check_against_model(self.model, batches.element_spec, y=y)
         callbacks = self._callback_list(
             callbacks, verbose, 1, batches.num_batches
         )
@@ -322,12 +293,11 @@ class ManualLoop:
     def _prepare(self, batches: data.Batches) -> None:
         """Creates every variable before the first step; rewinds the data.
 
-        Under a strategy this is exactly what fit does before a pass. Without
-        one, fit creates the metrics' and optimizer's variables while
-        tracing the first step, which makes TensorFlow trace it twice; built
-        up front, the step is traced once, and a backup holds the same
-        variables on its first write as on resume. The data starts from its
-        beginning, and with validation_steps each validation reads the same
+        Under a strategy this is what fit does before a pass. Without one, fit
+        creates the metrics' and optimizer's variables while tracing the
+        first step, tracing it twice; built up front, the step is traced
+        once, and a backup holds the same variables on its first write as on
+        resume. Rewound, each validation with validation_steps reads the same
         batches.
         """
         _keras_compat.maybe_symbolic_build(self.model, batches)
@@ -355,11 +325,7 @@ class ManualLoop:
         if key != self._functions_key:
             self._functions, self._functions_key = {}, key
         if kind not in self._functions:
-            make = {
-                "train": steps.make_train_function,
-                "test": steps.make_test_function,
-                "predict": steps.make_predict_function,
-            }[kind]
+            make = getattr(steps, f"make_{kind}_function")
             self._functions[kind] = make(model, run_eagerly=run_eagerly)
         return self._functions[kind]
 
@@ -396,71 +362,55 @@ class ManualLoop:
         self,
         x,
         y,
+        sample_weight,
         *,
-        batch_size,
-        epochs,
         validation_split,
         validation_data,
-        shuffle,
-        class_weight,
-        sample_weight,
-        initial_epoch,
-        steps_per_epoch,
-        validation_steps,
         validation_batch_size,
-        validation_freq,
-    ) -> _FitPlan:
-        """Checks the data of `fit` against the model; returns the plan."""
-        model = self.model
-        epochs = data.debug_cap(epochs, "max_epochs", "epochs")
+        validation_steps,
+        **options,
+    ) -> tuple[data.Batches, data.Batches | None]:
+        """Checks fit's data; returns its training and validation batches."""
         if validation_split:
             (x, y, sample_weight), validation_data = (
                 _keras_compat.train_validation_split(
                     (x, y, sample_weight), validation_split=validation_split
                 )
             )
-        strategy = model.distribute_strategy
-        spe = model.steps_per_execution
-        train = data.batches(
+        train = self._check_data(x, y, sample_weight, **options)
+        if validation_data is None:
+            return train, None
+        validation = self._check_data(
+            *keras.utils.unpack_x_y_sample_weight(validation_data),
+            batch_size=validation_batch_size,
+            steps_per_epoch=validation_steps,
+            argument="validation_data",
+        )
+        return train, validation
+
+    def _check_data(self, x, y, sample_weight, *, argument="x", **options):
+        """`data.batches` of `x` for this model, checked against it."""
+        batches = data.batches(
             x,
             y,
             sample_weight=sample_weight,
-            batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch,
-            shuffle=shuffle,
-            class_weight=class_weight,
-            steps_per_execution=spe,
-            strategy=strategy,
+            steps_per_execution=self.model.steps_per_execution,
+            strategy=self.model.distribute_strategy,
+            argument=argument,
+            **options,
         )
-        checks.check_against_model(model, train.element_spec, y=y)
-        validation = None
-        if validation_data is not None:
-            val_x, val_y, val_sample_weight = (
-                keras.utils.unpack_x_y_sample_weight(validation_data)
-            )
-            validation = data.batches(
-                val_x,
-                val_y,
-                sample_weight=val_sample_weight,
-                batch_size=validation_batch_size or batch_size,
-                steps_per_epoch=validation_steps,
-                steps_per_execution=spe,
-                strategy=strategy,
-                argument="validation_data",
-            )
-            checks.check_against_model(
-                model,
-                validation.element_spec,
-                y=val_y,
-                argument="validation_data",
-            )
-        return _FitPlan(
-            train=train,
-            validation=validation,
-            validation_freq=validation_freq,
-            initial_epoch=initial_epoch,
-            epochs=epochs,
+        checks.check_against_model(
+            self.model, batches.element_spec, y=y, argument=argument
         )
+        return batches
+
+
+def _should_validate(epoch, validation, validation_freq) -> bool:
+    if validation is None:
+        return False
+    if isinstance(validation_freq, int):
+        return (epoch + 1) % validation_freq == 0
+    return epoch + 1 in validation_freq
 
 
 @contextlib.contextmanager

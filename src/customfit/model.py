@@ -19,6 +19,7 @@ the rest, and both drivers (`fit` and `ManualLoop`), stay the same.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -77,10 +78,9 @@ class CustomModel(keras.Model):
         if cls.__init__ is CustomModel.__init__ and (
             _keras_compat.functional_init_arguments(args, kwargs)
         ):
-            # Created as the Functional twin from the start, so that Keras
-            # wraps Functional's `build` (build_from_config needs it). A
-            # subclass with its own __init__ takes arguments of its own
-            # (a GAN's two models): those are not functional arguments.
+            # Born the Functional twin, so Keras wraps Functional's `build`
+            # (build_from_config needs it). A subclass's own __init__ takes
+            # its own arguments (a GAN's two models), not functional ones.
             cls = _functional_twin(cls)
         return super().__new__(cls, *args, **kwargs)
 
@@ -325,13 +325,11 @@ class CustomModel(keras.Model):
     def _apply_if_finite(self, loss, x, gradients, variables) -> None:
         """apply_gradients and track_loss, only when all is finite.
 
-        Replicas skip together: one replica's NaN would reach every replica
-        through the all-reduced gradients, so each replica's verdict is
-        all-reduced first. Under a strategy whose updates are merge_calls
-        (MirroredStrategy, MultiWorkerMirroredStrategy on CPU), the
-        condition runs in cross-replica context, as Keras'
-        LossScaleOptimizer does it: a `tf.cond` around a merge_call in
-        replica context fails.
+        Replicas skip together (one replica's NaN reaches all through the
+        all-reduced gradients), so the verdicts are all-reduced first. Where
+        updates are merge_calls (MirroredStrategy; MultiWorkerMirroredStrategy
+        on CPU) the condition runs in cross-replica context, as in Keras'
+        LossScaleOptimizer: a `tf.cond` around a merge_call fails.
         """
         if not self.optimizer.built:  # no variable creation inside tf.cond
             self.optimizer.build(variables)
@@ -393,9 +391,7 @@ class CustomModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
 
 
-_FUNCTIONAL_TWINS: dict[type, type] = {}
-
-
+@functools.cache
 def _functional_twin(cls: type) -> type:
     """`cls` with Functional mixed in, created once per class.
 
@@ -404,16 +400,13 @@ def _functional_twin(cls: type) -> type:
     """
     if issubclass(cls, _keras_compat.Functional):
         return cls
-    twin = _FUNCTIONAL_TWINS.get(cls)
-    if twin is None:
-        twin = type(
-            cls.__name__,
-            (cls, _keras_compat.Functional),
-            {"__module__": cls.__module__, "__qualname__": cls.__qualname__},
-        )
-        _FUNCTIONAL_TWINS[cls] = twin
-        registered = keras.saving.get_registered_name(cls)
-        if keras.saving.get_registered_object(registered) is cls:
-            package, _, name = registered.rpartition(">")
-            keras.saving.register_keras_serializable(package, name)(twin)
+    twin = type(
+        cls.__name__,
+        (cls, _keras_compat.Functional),
+        {"__module__": cls.__module__, "__qualname__": cls.__qualname__},
+    )
+    registered = keras.saving.get_registered_name(cls)
+    if keras.saving.get_registered_object(registered) is cls:
+        package, _, name = registered.rpartition(">")
+        keras.saving.register_keras_serializable(package, name)(twin)
     return twin

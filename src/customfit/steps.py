@@ -1,22 +1,18 @@
 """Turning a model's step into the function the loop calls once per chunk.
 
-`make_train_function(model)` returns a `StepFunction`: call it with an
-iterator over batches and it runs up to `model.steps_per_execution` steps
+`make_train_function(model)` returns a `StepFunction`: called with an
+iterator over batches, it runs up to `model.steps_per_execution` steps
 (`model.train_step` under `strategy.run`, outputs reduced across replicas)
-and returns the last step's logs. It raises `StopIteration` when the iterator
-was already empty. It is built the way `keras.Model.fit` builds its train
-function, so the two drivers run the same graph:
-
-- the single step is a `tf.function(reduce_retracing=True,
-  jit_compile=model.jit_compile)`, so XLA applies per step as in fit;
-- the chunk of `steps_per_execution` steps is a second `tf.function` around
-  it, a graph loop, so N steps cost one call from Python;
-- with `model.run_eagerly` nothing is compiled: put a breakpoint or a print
-  in `train_step` and it runs on every batch.
+and returns the last step's logs. Built as `keras.Model.fit` builds its train
+function, so the two drivers run the same graph: the single step is a
+`tf.function(reduce_retracing=True, jit_compile=model.jit_compile)`, the
+chunk a second `tf.function` looping over it; with `run_eagerly` nothing is
+compiled, so a breakpoint in `train_step` fires on every batch.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +27,8 @@ class StepFunction:
 
     Attributes:
         steps_per_execution: The most steps one call runs.
+        one_step: The single step taking one batch (`StepTimer` runs it);
+            None for predict.
         compiled_step: The single step as a `tf.function` taking one batch,
             or None when steps run eagerly.
         is_compiled: Whether the step runs as a `tf.function`.
@@ -39,20 +37,21 @@ class StepFunction:
 
     def __init__(
         self,
-        run: Callable[[Any], Any],
+        run: Callable[[Any], Any] | None,
         *,
         steps_per_execution: int,
+        one_step: Callable[[Any], Any] | None = None,
         compiled_step: Any = None,
         jit_compile: bool = False,
         counts_steps: bool = False,
     ):
-        self._run = run
+        self._run = run  # None: `one_step` in a Python loop (eager)
+        self.one_step = one_step
         self.compiled_step = compiled_step
         self.steps_per_execution = steps_per_execution
         self.is_compiled = compiled_step is not None
         self.jit_compile = bool(jit_compile) and self.is_compiled
-        # A graph chunk of several steps also returns how many ran.
-        self._counts_steps = counts_steps
+        self._counts_steps = counts_steps  # a graph chunk: (steps, outputs)
 
     def __call__(self, iterator: Any) -> Any:
         """Runs up to `steps_per_execution` steps; returns the last logs.
@@ -61,7 +60,7 @@ class StepFunction:
             StopIteration: If `iterator` had no batch left.
         """
         try:
-            outputs = self._run(iterator)
+            outputs = (self._run or self._eager_steps)(iterator)
         except tf.errors.OutOfRangeError:
             raise StopIteration from None
         if not self._counts_steps:
@@ -69,6 +68,13 @@ class StepFunction:
         steps_run, outputs = outputs
         if int(steps_run) == 0:  # one host sync per chunk of steps
             raise StopIteration
+        return outputs
+
+    def _eager_steps(self, iterator: Any) -> Any:
+        """A chunk of steps as a Python loop, for `run_eagerly=True`."""
+        outputs = self.one_step(next(iterator))
+        for data in itertools.islice(iterator, self.steps_per_execution - 1):
+            outputs = self.one_step(data)
         return outputs
 
     @property
@@ -193,21 +199,23 @@ def _make_function(
             # identity), so the weights are the same, bitwise.
             one_step = step
         return StepFunction(
-            _eager_chunk(_optionals_to_none(one_step), steps_per_execution),
+            None,
             steps_per_execution=steps_per_execution,
+            one_step=_optionals_to_none(one_step),
         )
-    one_step = tf.function(
+    compiled = tf.function(
         one_step, reduce_retracing=True, jit_compile=model.jit_compile
     )
     chunk = tf.function(
-        _graph_chunk(one_step, steps_per_execution),
+        _graph_chunk(compiled, steps_per_execution),
         reduce_retracing=True,
         autograph=False,  # as fit: a step error reads as raised
     )
     return StepFunction(
         chunk,
         steps_per_execution=steps_per_execution,
-        compiled_step=one_step,
+        one_step=_optionals_to_none(compiled),
+        compiled_step=compiled,
         jit_compile=model.jit_compile,
         counts_steps=steps_per_execution > 1,
     )
@@ -288,21 +296,6 @@ def _optionals_to_none(one_step: Callable) -> Callable:
         )
 
     return call
-
-
-def _eager_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
-    """A chunk of steps as a Python loop, for `run_eagerly=True`."""
-
-    def run(iterator):
-        outputs = one_step(next(iterator))
-        for _ in range(steps_per_execution - 1):
-            data = next(iterator, None)
-            if data is None:
-                break
-            outputs = one_step(data)
-        return outputs
-
-    return run
 
 
 def reduce_per_replica(

@@ -1,40 +1,16 @@
 """StepTimer: per-epoch time waiting for data vs time in steps, for ManualLoop.
 
-Is my input pipeline the bottleneck? `keras.Model.fit` cannot tell you: its
-compiled train function pulls each batch from the `tf.data` iterator inside
-the graph, so the time spent waiting for the next batch and the time spent
-computing are one number. Add a `StepTimer` to `ManualLoop(model).fit` and
-every epoch's logs (so History, the progress bar, CSVLogger and TensorBoard)
-gain the time spent waiting for data, the time spent in steps, and samples
-per second (see `StepTimer`).
-
-Read `data_wait_s / (data_wait_s + step_s)`: near 0, the model is the
-bottleneck and a faster pipeline gains nothing; a large share (say above a
-fifth) means the accelerator sits idle waiting for data, so add
-`.prefetch(tf.data.AUTOTUNE)`, `num_parallel_calls=tf.data.AUTOTUNE` in
-`map`, `.cache()`, or move the work offline. Use it to diagnose, then remove
-it: it measures, it does not speed anything up.
-
-Read the epochs after the first: the first epoch's `step_s` also holds the
-tracing of the step. Handing a batch from tf.data to Python costs a fraction
-of a millisecond, so with tiny steps even an in-memory pipeline shows a
-share above 0; compare shares, as between two pipelines.
-
-How it measures (the design decision): when a `StepTimer` is among the
+Is the input pipeline the bottleneck? `keras.Model.fit` cannot tell: its
+compiled step pulls each batch from the `tf.data` iterator inside the graph,
+so waiting and computing are one number. With a `StepTimer` among the
 callbacks, `ManualLoop` fetches each training batch in Python with
-`next(iterator)` (timed: the data wait), then runs the same compiled single
-step on it (timed up to the point its logs are ready: the step). The math
-and the data order do not change, so the weights stay bitwise equal to
-`fit`'s; the callbacks are called exactly as without the timer. With
-`steps_per_execution > 1` the steps of a chunk run one call at a time so
-that each fetch can be timed, which costs a little throughput on tiny steps.
-Without a `StepTimer` nothing of this runs: `maybe_timed` hands back the
-loop's own step function, untouched. Validation, `evaluate` and `predict` are
-not timed.
-
-Under `keras.Model.fit` there is no Python fetch to time, so a `StepTimer`
-raises a `TimingUnavailableError` after the first batch, rather than report
-numbers it cannot measure.
+`next(iterator)` (timed: the data wait), then runs the same single step on
+it (timed until its logs are ready). The math and the data order do not
+change, so the weights stay bitwise equal to fit's; with
+`steps_per_execution > 1` the steps of a chunk run one call at a time.
+Without a `StepTimer` nothing of this runs. Validation, `evaluate` and
+`predict` are not timed. Read the epochs after the first: the first one's
+`step_s` also holds the tracing of the step. docs/callbacks.md has more.
 """
 
 from __future__ import annotations
@@ -63,17 +39,11 @@ class StepTimer(keras.callbacks.Callback):
     - `step_s`: seconds spent running the epoch's training steps;
     - `samples_per_s`: training samples divided by the sum of the two.
 
-    History, the progress bar (`verbose=1` or `2`), `CSVLogger` and
-    `TensorBoard` show them like any metric, because the loop adds those
-    callbacks after yours. Put the timer before any `ProgbarLogger`,
-    `History` or `CSVLogger` you pass yourself, as you would a
-    `LearningRateScheduler`, so that they see the values too.
-
-    When `data_wait_s` is a large share of `data_wait_s + step_s`, the input
-    pipeline is the bottleneck. For a baseline, time the same model on
-    `dataset.take(n).cache()`: the share it shows is the hand-over cost
-    alone, and what your pipeline adds on top is what faster input can win.
-    See the module docstring for how it measures and what it costs.
+    History, the progress bar, `CSVLogger` and `TensorBoard` show them like
+    any metric (put the timer before any of these you pass yourself). When
+    `data_wait_s` is a large share of `data_wait_s + step_s`, the input
+    pipeline is the bottleneck; the share of `dataset.take(n).cache()` is
+    the hand-over cost alone, a baseline.
 
     Attributes:
         epoch_timings: One dict of the three values per epoch trained.
@@ -197,11 +167,8 @@ class _TimedSteps:
         self._step_function = step_function
         self._timer = timer
         self._strategy = timer.model.distribute_strategy
-        self._one_step = step_function.compiled_step  # None when eager
 
     def __call__(self, iterator: Any) -> Any:
-        if self._one_step is None:
-            return self._eager_chunk(iterator)
         logs = None
         for index in range(self._step_function.steps_per_execution):
             start = time.perf_counter()
@@ -212,7 +179,7 @@ class _TimedSteps:
                     raise StopIteration from None
                 break
             fetched = time.perf_counter()
-            logs = self._one_step(data)
+            logs = self._step_function.one_step(data)
             _wait_until_ready(logs)
             self._timer.record(
                 fetched - start,
@@ -220,38 +187,6 @@ class _TimedSteps:
                 _count_samples(data, self._strategy),
             )
         return logs
-
-    def _eager_chunk(self, iterator: Any) -> Any:
-        """Eager steps fetch in Python already: time the fetches in place."""
-        fetches = _TimedIterator(iterator, self._strategy)
-        start = time.perf_counter()
-        logs = self._step_function(fetches)
-        _wait_until_ready(logs)
-        elapsed = time.perf_counter() - start
-        self._timer.record(
-            fetches.wait_s, elapsed - fetches.wait_s, fetches.samples
-        )
-        return logs
-
-
-class _TimedIterator:
-    """Wraps a batch iterator; adds up the time `next` takes, and samples."""
-
-    def __init__(self, iterator: Any, strategy: tf.distribute.Strategy):
-        self._iterator = iterator
-        self._strategy = strategy
-        self.wait_s = 0.0
-        self.samples = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> Any:
-        start = time.perf_counter()
-        data = next(self._iterator)
-        self.wait_s += time.perf_counter() - start
-        self.samples += _count_samples(data, self._strategy)
-        return data
 
 
 def _count_samples(data: Any, strategy: tf.distribute.Strategy) -> int:
