@@ -24,7 +24,6 @@ from customfit import timing
 from customfit.backup import Backup
 from customfit.backup import BackupCallback
 from customfit.errors import WorkerLostError
-from customfit.errors import message
 
 
 class ManualLoop:
@@ -454,13 +453,11 @@ def _explaining_lost_workers(backups: BackupCallback):
             raise
         path, epoch, step = backups.last or ("(none yet)", 0, 0)
         raise WorkerLostError(
-            message(
-                f"Worker {', '.join(sorted(set(lost)))} was lost (no "
-                "heartbeat), so the other workers stopped training.",
-                expected="every worker alive until fit returns",
-                received=f"{type(error).__name__} from TensorFlow",
-                fix="relaunch every worker with its TF_CONFIG: "
-                f"{shlex.join([sys.executable, *sys.argv])}; fit resumes "
-                f"from the backup {path} (epoch {epoch}, step {step})",
-            )
+            f"Worker {', '.join(sorted(set(lost)))} was lost (no "
+            "heartbeat), so the other workers stopped training.",
+            expected="every worker alive until fit returns",
+            received=f"{type(error).__name__} from TensorFlow",
+            fix="relaunch every worker with its TF_CONFIG: "
+            f"{shlex.join([sys.executable, *sys.argv])}; fit resumes "
+            f"from the backup {path} (epoch {epoch}, step {step})",
         ) from error

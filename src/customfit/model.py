@@ -108,16 +108,13 @@ class CustomModel(keras.Model):
         workers = distribute.num_workers(strategy)
         if workers > 1:
             raise errors.UnsupportedStrategyError(
-                errors.message(
-                    "Keras' model.fit cannot run under a "
-                    "MultiWorkerMirroredStrategy with several workers: it "
-                    "fails while building the model (keras-team/keras#20585).",
-                    expected="model.fit under one process's strategy",
-                    received=f"{type(strategy).__name__} over {workers} "
-                    "workers",
-                    fix="train with customfit.ManualLoop(model).fit(...) -- "
-                    "same arguments, same step",
-                )
+                "Keras' model.fit cannot run under a "
+                "MultiWorkerMirroredStrategy with several workers: it "
+                "fails while building the model (keras-team/keras#20585).",
+                expected="model.fit under one process's strategy",
+                received=f"{type(strategy).__name__} over {workers} workers",
+                fix="train with customfit.ManualLoop(model).fit(...) -- "
+                "same arguments, same step",
             )
         return super().fit(*args, **kwargs)
 

@@ -22,7 +22,6 @@ import keras
 import tensorflow as tf
 
 from customfit.errors import CustomFitError
-from customfit.errors import message
 
 
 class TimingUnavailableError(CustomFitError, RuntimeError):
@@ -102,19 +101,16 @@ class StepTimer(keras.callbacks.Callback):
         """Raises `TimingUnavailableError` if no step could be timed."""
         if self._steps == 0:
             raise TimingUnavailableError(
-                message(
-                    "StepTimer can time steps only when ManualLoop drives "
-                    "training: under keras.Model.fit the compiled step "
-                    "fetches its own batches inside the graph.",
-                    expected="ManualLoop(model).fit(..., "
-                    "callbacks=[StepTimer()])",
-                    received=f"no step timed before batch {batch} "
-                    "(model.fit, or a loop that does not call "
-                    "customfit.timing.maybe_timed)",
-                    fix="train with ManualLoop(model).fit(...), which takes "
-                    "the same arguments, or remove StepTimer from "
-                    "`callbacks`",
-                )
+                "StepTimer can time steps only when ManualLoop drives "
+                "training: under keras.Model.fit the compiled step "
+                "fetches its own batches inside the graph.",
+                expected="ManualLoop(model).fit(..., callbacks=[StepTimer()])",
+                received=f"no step timed before batch {batch} "
+                "(model.fit, or a loop that does not call "
+                "customfit.timing.maybe_timed)",
+                fix="train with ManualLoop(model).fit(...), which takes "
+                "the same arguments, or remove StepTimer from "
+                "`callbacks`",
             )
 
     def on_epoch_end(self, epoch, logs=None):
