@@ -14,6 +14,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from customfit.errors import message
+
 # The tested ranges; pyproject.toml declares exactly these.
 KERAS = (">=3.8", "<3.16")
 TENSORFLOW = (">=2.16", "<2.22")
@@ -33,11 +35,13 @@ def check_keras_version(version: str) -> None:
     if _minor(version) < (3, 8):
         keras_range, tf_range = ",".join(KERAS), ",".join(TENSORFLOW)
         raise ImportError(
-            f"customfit supports Keras {keras_range} (each minor release "
-            f"tested with the TensorFlow of its time, {tf_range}).",
-            expected=f"keras{keras_range}",
-            received=f"keras {version}",
-            fix=f'pip install "keras{keras_range}" "tensorflow{tf_range}"',
+            message(
+                f"customfit supports Keras {keras_range} (each minor release "
+                f"tested with the TensorFlow of its time, {tf_range}).",
+                expected=f"keras{keras_range}",
+                received=f"keras {version}",
+                fix=f'pip install "keras{keras_range}" "tensorflow{tf_range}"',
+            )
         )
 
 
