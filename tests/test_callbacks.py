@@ -902,6 +902,7 @@ def test_step_timer_changes_nothing_but_adds_its_logs(
         assert epoch["samples_per_s"] * busy == pytest.approx(len(X))
 
 
+@pytest.mark.slow
 def test_step_timer_counts_every_replicas_samples_under_mirrored_strategy():
     weights, timers = {}, {}
     for driver, callbacks in (("fit", []), ("manual", [StepTimer()])):

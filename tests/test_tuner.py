@@ -277,6 +277,7 @@ def test_fit_and_manual_drivers_give_the_same_search(search_id, searched):
     assert (len(scores) > 1) == SEARCHES[search_id].distinct_scores
 
 
+@pytest.mark.slow
 def test_best_model_is_a_working_custom_model(searched):
     tuner, _ = searched("random-val_accuracy", "manual")
 

@@ -337,7 +337,28 @@ def assert_same_weights(a: keras.Model, b: keras.Model):
         np.testing.assert_array_equal(wa, wb)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=str)
+# The configurations of the quick run (`-m "not slow"`): one per input
+# kind and loop option; the others run with the full suite.
+QUICK = {
+    "subclassed-numpy",
+    "functional-numpy",
+    "tf-data",
+    "validation-data-arrays",
+    "sample-weight",
+    "overridden-train-step",
+    "steps-per-execution-4",
+    "run-eagerly",
+}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(c, marks=() if c.name in QUICK else pytest.mark.slow)
+        for c in CONFIGS
+    ],
+    ids=str,
+)
 def test_manual_loop_matches_keras_fit(config):
     keras_model, keras_history = train(config, driver="keras")
     loop_model, loop_history = train(config, driver="manual")
