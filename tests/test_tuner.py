@@ -385,6 +385,7 @@ def test_bad_input_fails_every_trial_until_keras_tuner_stops(tmp_path):
     assert statuses == ["FAILED", "FAILED"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_with_overwrite_false(tmp_path):
     class Interrupted(Classifier):
         def fit(self, hp, model, *args, **kwargs):

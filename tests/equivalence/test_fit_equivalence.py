@@ -337,6 +337,7 @@ def assert_same_weights(a: keras.Model, b: keras.Model):
         np.testing.assert_array_equal(wa, wb)
 
 
+CONFIGS_BY_NAME = {config.name: config for config in CONFIGS}
 # The configurations of the quick run (`-m "not slow"`): one per input
 # kind and loop option; the others run with the full suite.
 QUICK = {
@@ -374,7 +375,10 @@ def test_manual_loop_matches_keras_fit(config):
 
 @pytest.mark.parametrize(
     "config",
-    [c for c in CONFIGS if c.name in ("functional-numpy", "multi-input-dict")],
+    [
+        CONFIGS_BY_NAME["functional-numpy"],
+        pytest.param(CONFIGS_BY_NAME["multi-input-dict"], marks=pytest.mark.slow),
+    ],
     ids=str,
 )
 def test_evaluate_and_predict_match_keras(config):
