@@ -377,7 +377,9 @@ def test_manual_loop_matches_keras_fit(config):
     "config",
     [
         CONFIGS_BY_NAME["functional-numpy"],
-        pytest.param(CONFIGS_BY_NAME["multi-input-dict"], marks=pytest.mark.slow),
+        pytest.param(
+            CONFIGS_BY_NAME["multi-input-dict"], marks=pytest.mark.slow
+        ),
     ],
     ids=str,
 )
