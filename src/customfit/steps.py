@@ -45,7 +45,7 @@ class StepFunction:
         jit_compile: bool = False,
         counts_steps: bool = False,
     ):
-        self._run = run  # None: `one_step` in a Python loop (eager)
+        self._run = run or self._eager_steps  # None: eager, a Python loop
         self.one_step = one_step
         self.compiled_step = compiled_step
         self.steps_per_execution = steps_per_execution
@@ -60,7 +60,7 @@ class StepFunction:
             StopIteration: If `iterator` had no batch left.
         """
         try:
-            outputs = (self._run or self._eager_steps)(iterator)
+            outputs = self._run(iterator)
         except tf.errors.OutOfRangeError:
             raise StopIteration from None
         if not self._counts_steps:
