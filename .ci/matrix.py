@@ -52,7 +52,13 @@ PAIRS = {
 OLDEST = "tf2.16-keras3.8"
 # What the core suite needs besides the `datasets` extra (the dev extra's
 # docs, tuner and plotting packages are not needed by it).
-TEST_TOOLS = ("pytest", "hypothesis", "pytest-timeout", "tensorboard")
+TEST_TOOLS = (
+    "pytest",
+    "hypothesis",
+    "pytest-timeout",
+    "pytest-xdist",
+    "tensorboard",
+)
 
 CORE_SUITE = [
     "tests/equivalence",
@@ -180,7 +186,9 @@ def test_pair(root: Path, name: str, args: argparse.Namespace) -> dict:
     shared = REPO.parent / "shared" / "data" / "tfds"
     if "TFDS_DATA_DIR" not in env and shared.is_dir():
         env["TFDS_DATA_DIR"] = str(shared)
-    pytest = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    # Two processes: the core suite takes half the time on 2 cores.
+    pytest = [str(python), "-m", "pytest", "-q", "-n", "2"]
+    pytest += ["-p", "no:cacheprovider"]
     returncode, output = streamed(
         [*pytest, *CORE_SUITE, *args.pytest_args], env
     )

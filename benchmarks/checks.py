@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -136,10 +137,8 @@ def memory_growth(
         epochs: Epochs to train.
 
     Returns:
-        The peak and current RSS (MB) after each epoch, and `growth_mb`:
-        how much either grew after epoch 2 (the peak stays put while the
-        current RSS stays under it, so the current RSS is the sharper
-        sign of a leak).
+        The peak and current RSS (MB) after each epoch, and `growth_mb`
+        (see `rss_growth_mb`).
     """
     model = workload.build_model()
     dataset = workload.make_dataset(samples, batch_size)
@@ -158,9 +157,16 @@ def memory_growth(
 
 
 def rss_growth_mb(memory: dict[str, Any]) -> float:
-    """How much the peak or the current RSS grew after epoch 2, in MB."""
-    peak, current = memory["peak_mb"], memory["current_mb"]
-    return max(peak[-1] - peak[1], max(current[1:]) - current[1])
+    """How much RSS grew from epoch 2 to the last epoch, in MB.
+
+    The larger of the peak's growth and the current RSS's trend: the
+    least-squares slope over epochs 2 to the last, times their count. A
+    leak grows the RSS every epoch, so it shows in the slope, where one
+    epoch's swing of the allocator (tens of MB, either way) barely does.
+    """
+    peak, current = memory["peak_mb"], memory["current_mb"][1:]
+    slope = statistics.linear_regression(range(len(current)), current).slope
+    return max(peak[-1] - peak[1], slope * (len(current) - 1))
 
 
 def memory_growth_in_subprocess(

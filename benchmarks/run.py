@@ -503,7 +503,7 @@ def make_checks(
         found.append(
             {
                 "name": f"RSS growth after epoch 2 of {memory['epochs']}"
-                " (MB, peak or current), ManualLoop",
+                " (MB, peak or trend), ManualLoop",
                 "measured": round(checks.rss_growth_mb(memory), 1),
                 "needed": "< 20",
             }
