@@ -197,7 +197,7 @@ def test_finished_iterators_are_deleted_off_the_training_thread(
 ):
     # Deleting a tf.data iterator can wait seconds for tf.data's autotuning
     # thread; the loop hands finished iterators to a reaper thread instead
-    # (those older than half a second: here, all of them).
+    # (those older than a tenth of a second: here, all of them).
     monkeypatch.setattr(data.Batches, "_REAPER_MIN_AGE_S", 0.0)
     model = build()
     loop = ManualLoop(model, run_eagerly=run_eagerly)

@@ -169,9 +169,10 @@ class Batches:
         self.iterators_created += 1
         return self.iterator
 
-    # A younger iterator is deleted on the spot: its autotuning thread still
-    # sleeps briefly, and handing each short pass's over only churns memory.
-    _REAPER_MIN_AGE_S = 0.5
+    # A younger iterator is deleted on the spot: handing over the iterators
+    # of passes of a few tens of ms only churns memory. An older one can
+    # stall as long as it has lived, so a pass of 0.3 s could take 0.6.
+    _REAPER_MIN_AGE_S = 0.1
 
     def _retire_iterator(self) -> None:
         age = time.monotonic() - self._iterator_born
