@@ -47,6 +47,21 @@ PAIRS = {
     "tf2.16-keras3.8-py3.10": ("2.16.2", "3.8.0", "3.10"),
     "tf2.21-keras3.15-py3.13": ("2.21.0", "3.15.1", "3.13"),
 }
+# On Python 3.10, pip's resolver backtracks for tens of minutes: etils,
+# hypothesis and Markdown have newer releases without 3.10 wheels. Their
+# last 3.10 releases and the versions the 3.11 venv resolves to, pinned.
+PINS = {
+    "tf2.16-keras3.8-py3.10": (
+        "etils==1.13.0",
+        "hypothesis==6.168.5",
+        "markdown==3.10.3",
+        "array-record==0.8.1",
+        "tensorflow-datasets==4.9.10",
+        "tensorflow-metadata==1.17.3",
+        "numpy==1.26.4",
+        "protobuf==4.25.9",
+    ),
+}
 # The pair CI runs the core suite on: the oldest declared Keras with the
 # oldest declared TensorFlow.
 OLDEST = "tf2.16-keras3.8"
@@ -104,7 +119,8 @@ def environment(root: Path, name: str, fresh: bool) -> Path:
     """The pair's venv, reused while its constraints and checkout are same."""
     tensorflow, keras, *python = PAIRS[name]
     venv = root / name
-    constraints = f"tensorflow=={tensorflow}\nkeras=={keras}\n"
+    pins = [f"tensorflow=={tensorflow}", f"keras=={keras}", *PINS.get(name, ())]
+    constraints = "".join(f"{pin}\n" for pin in pins)
     # The editable install points at this checkout and holds its requirements.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     requirements = [project["dependencies"], project["optional-dependencies"]]
