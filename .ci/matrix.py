@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import tomllib
-
 REPO = Path(__file__).resolve().parent.parent
 
 # Each Keras minor release from the floor up, with the TensorFlow of its
@@ -122,6 +120,8 @@ def environment(root: Path, name: str, fresh: bool) -> Path:
     pins = [f"tensorflow=={tensorflow}", f"keras=={keras}", *PINS.get(name, ())]
     constraints = "".join(f"{pin}\n" for pin in pins)
     # The editable install points at this checkout and holds its requirements.
+    import tomllib  # here: the tests import PAIRS on Python 3.10 too
+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     requirements = [project["dependencies"], project["optional-dependencies"]]
     key = f"{constraints}{REPO}\n{requirements}\n"
