@@ -64,7 +64,7 @@ PINS = {
 # oldest declared TensorFlow.
 OLDEST = "tf2.16-keras3.8"
 # What the core suite needs besides the `datasets` extra (the dev extra's
-# docs, tuner and plotting packages are not needed by it).
+# docs and tuner packages are not needed by it).
 TEST_TOOLS = (
     "pytest",
     "hypothesis",

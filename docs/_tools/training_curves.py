@@ -3,7 +3,7 @@
 The quickstart shows this picture. It trains the tutorial's model
 (`examples/mnist_custom_loop.py`) with `ManualLoop` on the first 12,000
 MNIST training images for 6 epochs, validating on the first 2,000 test
-images, and plots the History with `customfit.plotting.plot_history`.
+images, and plots the History as the quickstart shows, with matplotlib.
 
     TFDS_DATA_DIR=../shared/data/tfds python docs/_tools/training_curves.py
 
@@ -18,9 +18,9 @@ import os
 import time
 
 import keras
+import matplotlib.pyplot as plt
 
 from customfit import ManualLoop
-from customfit.plotting import plot_history
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 IMAGE = os.path.join(REPO, "docs", "images", "training_curves.png")
@@ -61,11 +61,17 @@ def main() -> None:
         }
     )
     print(f"trained in {seconds:.0f} s")
-    plot_history(
-        history,
-        args.output,
-        title=f"MNIST, {args.train:,} training images, ManualLoop",
-    )
+    figure, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), layout="tight")
+    epochs = [epoch + 1 for epoch in history.epoch]  # 1-based, as printed
+    for ax, name in zip(axes, ["loss", "accuracy"], strict=True):
+        ax.plot(epochs, history.history[name], "o-", label="train")
+        validation = history.history[f"val_{name}"]
+        ax.plot(epochs, validation, "s--", label="validation")
+        ax.set(title=name, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.suptitle(f"MNIST, {args.train:,} training images, ManualLoop")
+    figure.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")
 
 
