@@ -445,10 +445,10 @@ def _domain_text(argument):
 
 
 def _in_domain(argument, value):
-    if argument.choices:  # True is not 1 here, but verbose=True is 1
+    if argument.choices:  # by type too: np.int64(1) is not the choice 1
         return any(
             value == c and type(value) is type(c) for c in argument.choices
-        ) or (isinstance(value, bool) and int(value) in argument.choices)
+        )
     low, below = argument.low, argument.below
     return (low is None or value >= low) and (below is None or value < below)
 
