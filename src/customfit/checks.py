@@ -445,12 +445,10 @@ def _domain_text(argument):
 
 
 def _in_domain(argument, value):
-    if argument.choices:  # True is not 1 here, but verbose=True is 1
+    if argument.choices:  # by type too: np.int64(1) is not the choice 1
         return any(
             value == c and type(value) is type(c) for c in argument.choices
-        ) or (isinstance(value, bool) and int(value) in argument.choices)
-    if not _is_number(value):
-        return argument.low is None
+        )
     low, below = argument.low, argument.below
     return (low is None or value >= low) and (below is None or value < below)
 
@@ -702,10 +700,8 @@ def _check_features(inputs, x_spec, argument):
             got = got[:-1]  # Keras squeezes a trailing 1
         elif len(got) + 1 == len(expected) and expected[-1] == 1:
             expected = expected[:-1]  # and adds one
-        if len(got) == len(expected) and all(
-            a is None or b is None or a == b
-            for a, b in zip(got[1:], expected[1:], strict=True)
-        ):
+        compatible = tf.TensorShape(got[1:]).is_compatible_with(expected[1:])
+        if len(got) == len(expected) and compatible:
             continue
         raise InputValueError(
             f"The features of `{argument}` do not fit the model's input "
