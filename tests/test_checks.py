@@ -576,3 +576,12 @@ def test_every_call_fit_accepts_says_what_fit_did_instead():
 def test_a_backup_directory_may_be_a_pathlib_path(tmp_path):
     loop = ManualLoop(build(), backup=tmp_path / "backup")
     assert isinstance(loop.backup, customfit.Backup)
+
+
+@pytest.mark.parametrize("verbose", [True, False, np.int64(2)])
+def test_verbose_takes_what_fit_takes(verbose, capsys):
+    models = [build(), build()]
+    models[0].fit(X, Y, epochs=1, verbose=verbose)
+    keras_output = capsys.readouterr().out
+    ManualLoop(models[1]).fit(X, Y, epochs=1, verbose=verbose)
+    assert bool(capsys.readouterr().out) == bool(keras_output)

@@ -252,7 +252,11 @@ ARGUMENTS: tuple[Argument, ...] = (
     ),
     Argument("epochs", _FIT, (int,), low=0, **_REQUIRED),
     Argument(
-        "verbose", _LOOP, (str, int), choices=("auto", 0, 1, 2), **_REQUIRED
+        "verbose",
+        _LOOP,
+        (str, int, bool),
+        choices=("auto", 0, 1, 2),
+        **_REQUIRED,
     ),
     Argument("callbacks", _LOOP, check=_check_callbacks),
     Argument(
@@ -445,10 +449,8 @@ def _domain_text(argument):
 
 
 def _in_domain(argument, value):
-    if argument.choices:  # by type too: np.int64(1) is not the choice 1
-        return any(
-            value == c and type(value) is type(c) for c in argument.choices
-        )
+    if argument.choices:  # verbose=True is 1, as in fit
+        return value in argument.choices
     low, below = argument.low, argument.below
     return (low is None or value >= low) and (below is None or value < below)
 
