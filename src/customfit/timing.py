@@ -33,10 +33,9 @@ class StepTimer(keras.callbacks.Callback):
     - `samples_per_s`: training samples divided by the sum of the two.
 
     History, the progress bar, `CSVLogger` and `TensorBoard` show them like
-    any metric (put the timer before any of these you pass yourself). When
-    `data_wait_s` is a large share of `data_wait_s + step_s`, the input
-    pipeline is the bottleneck; the share of `dataset.take(n).cache()` is
-    the hand-over cost alone, a baseline.
+    any metric (put the timer before any of these you pass yourself). A
+    large share of `data_wait_s` in `data_wait_s + step_s` means the input
+    pipeline is the bottleneck.
 
     Attributes:
         epoch_timings: One dict of the three values per epoch trained.
