@@ -147,19 +147,11 @@ class BackupCallback(keras.callbacks.Callback):
         state = _RunState()
         tf.train.Checkpoint(state=state).read(latest).expect_partial()
         state = state.value
-        if state["iterator_in_checkpoint"]:
-            self._batches.new_iterator()
-        else:
-            self._batches.replay(
-                state["iterators_created"], state["steps_seen"]
-            )
+        self._batches.resume(state, replay=not state["iterator_in_checkpoint"])
         # Optimizers built lazily in a custom train_step (a GAN's) get
         # their state when their variables are created, at the first step.
         self._checkpoint().read(latest).assert_existing_objects_matched()
         self._restore_local_metrics(os.path.basename(latest))
-        self._batches.resume_at(
-            state["step"], state["steps_seen"], state["num_batches"]
-        )
         history = self._model.history
         history.history, history.epoch = state["history"], state["epochs"]
         self._last_steps_done = state["step"]
@@ -339,9 +331,7 @@ def _preemption_handler(
 
 def _optimizers(model: keras.Model) -> dict[str, Any]:
     """The model's optimizers by attribute name (`optimizer` first)."""
-    found = {}
-    if model.optimizer is not None:
-        found["optimizer"] = model.optimizer
+    found = {} if model.optimizer is None else {"optimizer": model.optimizer}
     for name, value in sorted(vars(model).items()):
         if isinstance(value, keras.optimizers.Optimizer) and all(
             value is not other for other in found.values()

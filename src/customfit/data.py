@@ -1,11 +1,7 @@
 """User input to batches, yielded epoch by epoch as fit yields them.
 
-`batches(...)` accepts what `keras.Model.fit` accepts (numpy arrays, tensors,
-dicts of arrays, a batched `tf.data.Dataset` yielding `x`, `(x, y)` or
-`(x, y, sample_weight)`, a Keras `PyDataset`) and returns `Batches`: the same
-batches fit would build (through Keras' own data adapters), distributed over
-the model's `tf.distribute` strategy, handed out in chunks of
-`steps_per_execution` with fit's step numbering.
+`batches(...)` builds fit's own batches (through Keras' data adapters) from
+anything fit accepts, distributed over the model's `tf.distribute` strategy.
 """
 
 from __future__ import annotations
@@ -83,22 +79,20 @@ class _IteratorReaper:
             try:  # wait for work when idle; otherwise poll every 10 ms
                 iterator = self._queue.get(timeout=0.01 if pending else None)
             except queue.Empty:
-                pass
-            else:
-                if iterator is self._STOP:
-                    return  # `pending` goes, deleting what only it holds
-                deadline = time.monotonic() + self._LAST_REFERENCE_WAIT_S
-                pending.append([iterator, deadline])
-                del iterator
+                now = time.monotonic()
+                # Deleted here once only the entry (and getrefcount's
+                # argument) refers to it, or once its deadline has passed.
+                pending = [
+                    entry
+                    for entry in pending
+                    if sys.getrefcount(entry[0]) > 2 and now < entry[1]
+                ]
                 continue
-            now = time.monotonic()
-            # Deleted here once only the entry (and getrefcount's argument)
-            # refers to it, or once its deadline has passed.
-            pending = [
-                entry
-                for entry in pending
-                if sys.getrefcount(entry[0]) > 2 and now < entry[1]
-            ]
+            if iterator is self._STOP:
+                return  # `pending` goes, deleting what only it holds
+            deadline = time.monotonic() + self._LAST_REFERENCE_WAIT_S
+            pending.append([iterator, deadline])
+            del iterator
 
 
 _reaper = _IteratorReaper()
@@ -157,11 +151,7 @@ class Batches:
         return self.steps_per_epoch or self._num_batches
 
     def new_iterator(self) -> Any:
-        """Starts a fresh iterator (a backup then restores its position).
-
-        The restored iterator state carries the dataset's shuffle seeds, so
-        the epochs after a resume reshuffle as they would have.
-        """
+        """Retires the current iterator and returns a fresh one."""
         self._retire_iterator()
         self.iterator = iter(self.dataset)
         self._iterator_born = time.monotonic()
@@ -184,31 +174,30 @@ class Batches:
         if getattr(self, "iterator", None) is not None:
             self._retire_iterator()
 
-    def replay(self, iterators_created: int, steps_seen: int) -> None:
-        """Reaches a saved position by reading the data again.
+    def resume(self, position: dict[str, Any], *, replay: bool) -> None:
+        """Makes the next epoch continue at a saved `position`.
 
-        For iterators that cannot be checkpointed (a `tf.distribute`
-        iterator): create as many iterators as the stopped run had (each new
-        one takes the dataset's next shuffle seed), then read `steps_seen`
-        batches from the last. Exact for a deterministic pipeline.
+        Without `replay` a fresh iterator gets its state, shuffle seeds
+        included, from the backup. An iterator that cannot be checkpointed
+        (a `tf.distribute` one) is replayed: as many iterators as the
+        stopped run created (each draws the dataset's next shuffle seed),
+        then the batches the last one gave. Exact for a deterministic
+        pipeline.
         """
-        while self.iterators_created < iterators_created:
+        if replay:
+            while self.iterators_created < position["iterators_created"]:
+                self.new_iterator()
+            for _ in range(position["steps_seen"]):
+                next(self.iterator)
+        else:
             self.new_iterator()
-        for _ in range(steps_seen):
-            next(self.iterator)
-        self._steps_seen = steps_seen
-
-    def resume_at(
-        self, step: int, steps_seen: int, num_batches: int | None
-    ) -> None:
-        """Makes the next epoch continue at `step` of the current iterator."""
-        self._resume_step = step
-        self._steps_seen = steps_seen
-        self._num_batches = num_batches or self._num_batches
+        self._resume_step = position["step"]
+        self._steps_seen = position["steps_seen"]
+        self._num_batches = position["num_batches"] or self._num_batches
 
     @property
     def position(self) -> dict[str, int | None]:
-        """What `resume_at` needs to continue from here."""
+        """What `resume` needs to continue from here."""
         return {
             "step": self.steps_done,
             "steps_seen": self._steps_seen,
@@ -287,23 +276,11 @@ def batches(
 ) -> Batches:
     """Checks user input and returns its `Batches`, as fit would batch it.
 
-    Args:
-        x: Inputs: arrays, tensors, a dict or list of them, a batched
-            `tf.data.Dataset` or a `keras.utils.PyDataset`.
-        y: Targets, when `x` holds only the inputs.
-        sample_weight: Per-sample weights, when `x` holds only the inputs.
-        batch_size: Samples per batch for array input (default 32).
-        steps_per_epoch: Batches per epoch; required for infinite datasets.
-        shuffle: Whether to shuffle array input each epoch (`"batch"`
-            shuffles within batches).
-        class_weight: Maps class index to a weight; becomes sample weights.
-        steps_per_execution: Batches per call of the step function.
-        strategy: The `tf.distribute` strategy to distribute batches over;
-            the current (default) strategy when None.
-        argument: The argument name used in error messages.
-
-    Returns:
-        A `Batches` over the input.
+    `x`, `y`, `sample_weight`, `batch_size`, `steps_per_epoch`, `shuffle`
+    (False by default) and `class_weight` are `keras.Model.fit`'s arguments.
+    `steps_per_execution` is the batches per call of the step function,
+    `strategy` the `tf.distribute` strategy to distribute them over (the
+    current one when None), and `argument` the name errors give `x`.
 
     Raises:
         InputValueError: If the input is empty, unbatched, infinite without
@@ -338,19 +315,10 @@ def batches(
 
 
 def debug_cap(value: int | None, setting: str, name: str) -> int | None:
-    """`value` under Keras' debugging cap `keras.config.<setting>()`.
+    """The smaller of `value` and `keras.config.<setting>()`, as fit caps it.
 
     `keras.config.set_max_epochs(n)` and `set_max_steps_per_epoch(n)` shorten
-    every run for a quick check; fit honours them, with a warning, and so
-    does ManualLoop.
-
-    Args:
-        value: The epochs or steps per epoch asked for (None: all batches).
-        setting: "max_epochs" or "max_steps_per_epoch".
-        name: The argument's name, for the warning.
-
-    Returns:
-        The smaller of `value` and the cap.
+    every run for a quick check; fit and ManualLoop warn that they do.
     """
     cap = _keras_compat.debug_cap(setting)
     if cap and (value is None or cap < value):

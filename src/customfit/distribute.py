@@ -3,6 +3,7 @@
 Under `tf.distribute.MultiWorkerMirroredStrategy` only the chief writes to the
 real location; the others must still write (saving is collective), to a
 temporary folder (`write_dir`). The cluster comes from `TF_CONFIG`.
+docs/distributed.md shows them at work.
 """
 
 from __future__ import annotations
@@ -15,11 +16,7 @@ from customfit import _keras_compat
 
 
 def task() -> tuple[str, int]:
-    """This process's `(task_type, task_index)` from `TF_CONFIG`.
-
-    Returns:
-        A pair such as `("worker", 1)`; `("chief", 0)` without `TF_CONFIG`.
-    """
+    """`(task_type, task_index)` from `TF_CONFIG`; `("chief", 0)` without it."""
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     return resolver.task_type or "chief", resolver.task_id or 0
 
@@ -27,9 +24,8 @@ def task() -> tuple[str, int]:
 def is_chief() -> bool:
     """Whether this process writes the run's files.
 
-    Returns:
-        True for the "chief" task, or for worker 0 when the cluster has no
-        chief (TensorFlow's convention), and in a single-process run.
+    True for the "chief" task, for worker 0 when the cluster has no chief
+    (TensorFlow's convention), and in a single-process run.
     """
     task_type, task_index = task()
     if task_type == "worker" and task_index == 0:
@@ -39,14 +35,7 @@ def is_chief() -> bool:
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
-    """How many worker processes (chief included) `strategy` spans.
-
-    Args:
-        strategy: Any `tf.distribute` strategy.
-
-    Returns:
-        1 for a single-process strategy, else the chief and worker count.
-    """
+    """How many processes (chief and workers) `strategy` spans, at least 1."""
     resolver = getattr(strategy, "cluster_resolver", None)
     spec = resolver.cluster_spec() if resolver is not None else None
     if not spec or not spec.jobs:
@@ -75,9 +64,6 @@ def set_lost_worker_timeout(seconds: float) -> None:
 def write_dir(path: str) -> str:
     """The folder this worker writes `path`'s files to.
 
-    Args:
-        path: The folder the run's files belong in.
-
     Returns:
         `path` on the chief; elsewhere a fresh temporary folder, named after
         the task, that nobody reads (delete it when done).
@@ -85,8 +71,6 @@ def write_dir(path: str) -> str:
     Example:
 
     ```python
-    import customfit.distribute
-
     log_dir = customfit.distribute.write_dir("logs/run1")
     ```
     """

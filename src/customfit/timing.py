@@ -1,16 +1,10 @@
 """StepTimer: per-epoch time waiting for data vs time in steps, for ManualLoop.
 
-Is the input pipeline the bottleneck? `keras.Model.fit` cannot tell: its
-compiled step pulls each batch from the `tf.data` iterator inside the graph,
-so waiting and computing are one number. With a `StepTimer` among the
-callbacks, `ManualLoop` fetches each training batch in Python with
-`next(iterator)` (timed: the data wait), then runs the same single step on
-it (timed until its logs are ready). The math and the data order do not
-change, so the weights stay bitwise equal to fit's; with
-`steps_per_execution > 1` the steps of a chunk run one call at a time.
-Without a `StepTimer` nothing of this runs. Validation, `evaluate` and
-`predict` are not timed. Read the epochs after the first: the first one's
-`step_s` also holds the tracing of the step. docs/callbacks.md has more.
+With a `StepTimer` among the callbacks, `ManualLoop` fetches each training
+batch in Python (timed) and runs the same single step on it (timed); without
+one, nothing here runs. A chunk of `steps_per_execution` steps runs one step
+per call; validation, `evaluate` and `predict` are not timed.
+docs/callbacks.md explains how to read the numbers.
 """
 
 from __future__ import annotations
@@ -39,10 +33,9 @@ class StepTimer(keras.callbacks.Callback):
     - `samples_per_s`: training samples divided by the sum of the two.
 
     History, the progress bar, `CSVLogger` and `TensorBoard` show them like
-    any metric (put the timer before any of these you pass yourself). When
-    `data_wait_s` is a large share of `data_wait_s + step_s`, the input
-    pipeline is the bottleneck; the share of `dataset.take(n).cache()` is
-    the hand-over cost alone, a baseline.
+    any metric (put the timer before any of these you pass yourself). A
+    large share of `data_wait_s` in `data_wait_s + step_s` means the input
+    pipeline is the bottleneck.
 
     Attributes:
         epoch_timings: One dict of the three values per epoch trained.
@@ -135,9 +128,6 @@ def maybe_timed(
 ) -> Any:
     """Returns `step_function`, timed when `callbacks` hold a `StepTimer`.
 
-    Without a `StepTimer` this returns `step_function` itself, so the default
-    path pays nothing.
-
     Args:
         step_function: A training `StepFunction` from `customfit.steps`.
         callbacks: The loop's callbacks (a `CallbackList`), or None.
@@ -152,12 +142,7 @@ def maybe_timed(
 
 
 class _TimedSteps:
-    """Runs a chunk of steps one at a time, timing each fetch and each step.
-
-    Called like a `StepFunction`: with the batch iterator, it runs up to
-    `steps_per_execution` steps and returns the last step's logs, raising
-    `StopIteration` when the iterator had no batch left.
-    """
+    """A `StepFunction` that runs its chunk one step at a time, timed."""
 
     def __init__(self, step_function: Any, timer: StepTimer):
         self._step_function = step_function

@@ -1,10 +1,8 @@
 """keras-tuner integration: search hyperparameters with either driver.
 
-keras-tuner trains a trial in one place only, `HyperModel.fit(hp, model,
-*args, **kwargs)`; `customfit.tuner.HyperModel` overrides just that, so that a
-trial runs through `ManualLoop(model).fit(...)` or `model.fit(...)` with the
-arguments keras-tuner passes. Oracles, trials, resuming and the distributed
-search stay keras-tuner's own. Install with `pip install "customfit[tuner]"`.
+keras-tuner trains a trial only in `HyperModel.fit(hp, model, *args,
+**kwargs)`; `customfit.tuner.HyperModel` overrides just that. Oracles,
+trials, resuming and the distributed search stay keras-tuner's own.
 """
 
 from __future__ import annotations
@@ -41,12 +39,10 @@ DRIVERS = ("manual", "fit", "eager")
 class HyperModel(keras_tuner.HyperModel):
     """A keras-tuner `HyperModel` whose trials train through a chosen driver.
 
-    Subclass it and override `build(hp)`, as with `keras_tuner.HyperModel`:
-    return a compiled model (a `customfit.CustomModel` or any Keras 3
-    model). Every trial then trains through `driver` with the arguments the
-    tuner passes to `fit`, so the driver is chosen per search without
-    touching `build`. Hyperparameters of the loop rather than the model
-    (batch size, `steps_per_execution`, ...) go in `fit_options(hp)`.
+    Subclass it and override `build(hp)` to return a compiled model, as with
+    `keras_tuner.HyperModel`; every trial then trains through `driver` with
+    the arguments the tuner passes to `fit`. Hyperparameters of the loop
+    rather than the model (batch size, ...) go in `fit_options(hp)`.
 
     Args:
         driver: What trains each trial: `"manual"` (default,
@@ -121,13 +117,6 @@ class HyperModel(keras_tuner.HyperModel):
 
         Returns:
             A dict of `fit` keyword arguments; `{}` by default.
-
-        Example:
-
-        ```python
-        def fit_options(self, hp):
-            return {"steps_per_execution": hp.Choice("spe", [1, 4])}
-        ```
         """
         del hp
         return {}
@@ -221,12 +210,7 @@ def wrap(
     Example:
 
     ```python
-    def build_model(hp):
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-        model.compile(keras.optimizers.SGD(hp.Float("lr", 0.01, 0.1)), "mse")
-        return model
-
-
+    # build_model(hp) returns a compiled keras.Model, as for keras-tuner.
     hypermodel = customfit.tuner.wrap(build_model, driver="manual")
     ```
     """
