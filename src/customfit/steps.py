@@ -106,12 +106,7 @@ def make_test_function(
 ) -> StepFunction:
     """Returns the function that runs `model.test_step` over a chunk.
 
-    Args:
-        model: A compiled Keras model.
-        run_eagerly: Overrides `model.run_eagerly` when not None.
-
-    Returns:
-        A `StepFunction` returning the last step's logs (a dict of tensors).
+    Takes and returns what `make_train_function` does.
     """
     return _make_function(model, model.test_step, run_eagerly)
 
@@ -136,9 +131,7 @@ def make_predict_function(
     steps_per_execution = model.steps_per_execution or 1
     eager = _is_eager(model, run_eagerly)
 
-    def one_step(data):
-        return model.predict_step(data)
-
+    one_step = model.predict_step
     if not eager and model.jit_compile:
         one_step = tf.function(
             one_step, reduce_retracing=True, jit_compile=True
