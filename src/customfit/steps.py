@@ -116,16 +116,15 @@ def make_predict_function(
 ) -> StepFunction:
     """Returns the function that runs `model.predict_step` over a chunk.
 
-    As in fit, the predict step is XLA-compiled only when `jit_compile` is
-    True, and outputs of the replicas are concatenated.
+    As in fit, the step is XLA-compiled only when `jit_compile` is True.
 
     Args:
         model: A Keras model (it need not be compiled).
         run_eagerly: Overrides `model.run_eagerly` when not None.
 
     Returns:
-        A `StepFunction` returning the chunk's outputs as tensors (the same
-        structure as the model's output), concatenated as fit does.
+        A `StepFunction` returning the chunk's outputs (the structure of the
+        model's output), its steps' and replicas' concatenated as fit does.
     """
     strategy = model.distribute_strategy
     steps_per_execution = model.steps_per_execution or 1
