@@ -181,7 +181,7 @@ def maybe_symbolic_build(model, batches) -> None:
 def symbolic_build(model, element_spec) -> None:
     """Creates the model's, metrics' and optimizer's variables from one
     batch's `tf.TensorSpec`s: fit's `_symbolic_build` reads only those."""
-    element_spec = keras.tree.map_structure(none_if_optional, element_spec)
+    element_spec = optionals_as_none(element_spec)
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=element_spec)
 
@@ -209,12 +209,14 @@ def configure_coordination_service(cluster_spec, heartbeat_timeout_s) -> None:
     )
 
 
-def none_if_optional(value: Any) -> Any:
-    """None for an optional input given None (an array's `tf.NoneTensorSpec`,
-    a generator's empty Optional), as fit's `_autoconvert_optionals`; else
-    `value`."""
+def optionals_as_none(structure: Any) -> Any:
+    """`structure` with None for each optional input given None (an array's
+    `tf.NoneTensorSpec`, a generator's empty Optional), as fit's step sees it
+    (`_autoconvert_optionals`)."""
     none = (tf.experimental.Optional, tf.OptionalSpec, _NoneTensorSpec)
-    return None if isinstance(value, none) else value
+    return keras.tree.map_structure(
+        lambda value: None if isinstance(value, none) else value, structure
+    )
 
 
 # Exported as tf.NoneTensorSpec only by newer TensorFlow releases.

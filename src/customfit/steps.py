@@ -268,9 +268,7 @@ def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
 
 def _zero_outputs(one_step: Callable, element_spec: Any) -> Any:
     """Zeros shaped like one step's outputs, or None if a shape is unknown."""
-    element_spec = keras.tree.map_structure(
-        _keras_compat.none_if_optional, element_spec
-    )
+    element_spec = _keras_compat.optionals_as_none(element_spec)
     concrete = one_step.get_concrete_function(element_spec)
     specs = tf.nest.flatten(concrete.structured_outputs)
     if not all(spec.shape.is_fully_defined() for spec in specs):
@@ -283,9 +281,7 @@ def _zero_outputs(one_step: Callable, element_spec: Any) -> Any:
 
 def _optionals_to_none(one_step: Callable) -> Callable:
     def call(data):
-        return one_step(
-            keras.tree.map_structure(_keras_compat.none_if_optional, data)
-        )
+        return one_step(_keras_compat.optionals_as_none(data))
 
     return call
 
