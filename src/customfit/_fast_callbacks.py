@@ -35,16 +35,8 @@ _REACHES = {
 
 
 def listens(callback: keras.callbacks.Callback, hook: str) -> bool:
-    """Whether `callback` does anything when the CallbackList calls `hook`.
-
-    Args:
-        callback: Any Keras callback.
-        hook: A batch hook's name, e.g. "on_train_batch_end".
-
-    Returns:
-        False only when `callback` inherits `keras.callbacks.Callback`'s
-        no-op for `hook` and for the method that no-op calls.
-    """
+    """Whether `callback` overrides the batch `hook`, or the old name that
+    `keras.callbacks.Callback`'s no-op for it calls."""
     return any(_overrides(callback, name) for name in _REACHES[hook])
 
 
@@ -54,12 +46,8 @@ def _overrides(callback: keras.callbacks.Callback, name: str) -> bool:
 
 
 class CallbackList(keras.callbacks.CallbackList):
-    """`keras.callbacks.CallbackList`, minus batch hooks nobody listens to.
-
-    Takes the same arguments. See the module docstring for what it skips;
-    whenever a callback that may read the logs listens, the hook runs as
-    Keras runs it.
-    """
+    """`keras.callbacks.CallbackList` (same arguments), minus batch hooks
+    nobody listens to; see the module docstring."""
 
     def _dispatch(self, hook: str, batch: int, logs: Any = None) -> None:
         listeners = [c for c in self.callbacks if listens(c, hook)]

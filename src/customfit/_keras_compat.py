@@ -22,15 +22,13 @@ TENSORFLOW = (">=2.16", "<2.22")
 
 
 def _minor(version: str) -> tuple[int, int]:
-    major, minor = (int(part) for part in re.findall(r"\d+", version)[:2])
-    return major, minor
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
 
 
 def check_keras_version(version: str) -> None:
-    """Raises ImportError, with the pip command that fixes it, below 3.8.
+    """Raises ImportError, with the pip fix, below 3.8 (the oldest tested).
 
-    3.8 is the oldest Keras tested; older ones lack names used below
-    (`pythonify_logs` before 3.7), so customfit would fail later, obscurely.
+    Older ones lack names used below: customfit would fail later, obscurely.
     """
     if _minor(version) < (3, 8):
         keras_range, tf_range = ",".join(KERAS), ",".join(TENSORFLOW)
@@ -83,21 +81,16 @@ from keras.src.utils.python_utils import pythonify_logs  # noqa: E402, F401
 
 
 def batch_end_step(first_step: int, steps_per_execution: int) -> int:
-    """The step fit passes to `on_*_batch_end` for one execution.
-
-    The execution's last step from Keras 3.11 on, its first before.
-    """
+    """The step fit passes to `on_*_batch_end`: the execution's last step
+    from Keras 3.11 on, its first before."""
     if _EPOCH_ITERATOR_YIELDS_PAIRS:
         return first_step
     return first_step + steps_per_execution - 1
 
 
 def call_has_training_arg(model) -> bool:
-    """Whether the model's `call` takes `training` (Keras' own test).
-
-    Keras 3.10 added the public-looking `call_signature_parameters`; this
-    private flag, computed from it, exists from Keras 3.5 on.
-    """
+    """Whether the model's `call` takes `training` (Keras' own test; the
+    public-looking `call_signature_parameters` came only in Keras 3.10)."""
     return model._call_has_training_arg
 
 
@@ -108,10 +101,8 @@ def strategy_supports_no_merge_call() -> bool:
 
 
 def debug_cap(setting: str) -> int | None:
-    """`keras.config.<setting>()`, the debugging cap; None before Keras 3.10.
-
-    `setting` is "max_epochs" or "max_steps_per_epoch".
-    """
+    """`keras.config.max_epochs()` or `.max_steps_per_epoch()` (the debugging
+    caps, by `setting`); None before Keras 3.10, which added them."""
     read_cap = getattr(keras.config, setting, None)
     return read_cap() if read_cap is not None else None
 
@@ -142,11 +133,8 @@ def initial_epoch_override(model) -> int | None:
 
 
 def epoch_logs(model, step_logs: Any) -> Any:
-    """The model's metric results when a step returned exactly those keys.
-
-    fit reports metric results read at the end of an epoch, not the last
-    step's logs, unless a custom step returned other keys.
-    """
+    """The metric results read at the end of an epoch, as fit reports them,
+    or the last step's logs if a custom step returned other keys."""
     return model._get_metrics_result_or_logs(step_logs)
 
 
@@ -156,19 +144,14 @@ def flatten_metrics_in_order(model, logs: dict) -> Any:
 
 
 def compile_token(model) -> Any:
-    """An object `compile()` replaces on every call (compiled steps expire).
-
-    `compile()` resets fit's cached train function; ManualLoop compares this
-    token to know when its own compiled steps must be rebuilt.
-    """
+    """An object `compile()` replaces on every call, as it resets fit's
+    cached train function: ManualLoop's compiled steps expire with it."""
     return model._loss_tracker
 
 
 def init_functional(model, args: tuple, kwargs: dict) -> None:
-    """`keras.Model.__init__` for functional arguments, minus class surgery.
-
-    `model` must already be an instance of a class deriving from Functional.
-    """
+    """`keras.Model.__init__` for functional arguments, minus class surgery
+    (`model`'s class must already derive from Functional)."""
     _BackendTrainer.__init__(model)
     Functional.__init__(model, *args, **kwargs)
 
@@ -176,11 +159,9 @@ def init_functional(model, args: tuple, kwargs: dict) -> None:
 def maybe_symbolic_build(model, batches) -> None:
     """Builds model, metrics and optimizer variables first, as fit does.
 
-    Under a `tf.distribute` strategy, fit creates every variable before the
-    first step, from one batch it reads off an iterator (`batches` yields
-    `(first_step, last_step, iterator)` as fit's epoch iterator does), so
-    that no variable is created inside `strategy.run`. Without a strategy it
-    does nothing, and variables are created while the step is traced.
+    Under a `tf.distribute` strategy fit creates every variable from one
+    batch of its epoch iterator (as `batches`), so that none is created
+    inside `strategy.run`; without one, variables appear at tracing.
     """
     strategy = model.distribute_strategy
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -198,24 +179,17 @@ def maybe_symbolic_build(model, batches) -> None:
 
 
 def symbolic_build(model, element_spec) -> None:
-    """Creates the model's, metrics' and optimizer's variables from shapes.
-
-    `element_spec` is one batch's structure of `tf.TensorSpec` (batch
-    dimension None is fine): fit's `_symbolic_build` reads only shapes and
-    dtypes.
-    """
-    element_spec = keras.tree.map_structure(none_if_optional, element_spec)
+    """Creates the model's, metrics' and optimizer's variables from one
+    batch's `tf.TensorSpec`s: fit's `_symbolic_build` reads only those."""
+    element_spec = optionals_as_none(element_spec)
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=element_spec)
 
 
 def configure_coordination_service(cluster_spec, heartbeat_timeout_s) -> None:
-    """Configures TensorFlow's coordination service as MWMS would, plus one
-    setting: the heartbeat timeout after which a silent worker is lost.
-
-    MultiWorkerMirroredStrategy keeps a configuration made before it is
-    created; TensorFlow has no public setting for the timeout.
-    """
+    """Configures TensorFlow's coordination service as MWMS would, plus the
+    heartbeat timeout after which a silent worker is lost (no public setting;
+    MultiWorkerMirroredStrategy keeps a configuration made before it)."""
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
@@ -235,15 +209,14 @@ def configure_coordination_service(cluster_spec, heartbeat_timeout_s) -> None:
     )
 
 
-def none_if_optional(value: Any) -> Any:
-    """None for an input given None, as fit's step sees it; else `value`.
-
-    Arrays carry a `keras.Input(optional=True)` given None as None (spec
-    `tf.NoneTensorSpec`), a generator as an empty `tf.experimental.Optional`;
-    fit's step gets None (`_autoconvert_optionals`).
-    """
+def optionals_as_none(structure: Any) -> Any:
+    """`structure` with None for each optional input given None (an array's
+    `tf.NoneTensorSpec`, a generator's empty Optional), as fit's step sees it
+    (`_autoconvert_optionals`)."""
     none = (tf.experimental.Optional, tf.OptionalSpec, _NoneTensorSpec)
-    return None if isinstance(value, none) else value
+    return keras.tree.map_structure(
+        lambda value: None if isinstance(value, none) else value, structure
+    )
 
 
 # Exported as tf.NoneTensorSpec only by newer TensorFlow releases.

@@ -34,10 +34,8 @@ class ManualLoop:
     can read (and step through) in `customfit/loop.py`. Each batch runs the
     model's own `train_step`, compiled as fit compiles it, so with the same
     seeds and data order the two give bitwise-equal weights and History.
-
-    Works with any compiled Keras 3 model on the TensorFlow backend: a
-    `customfit.CustomModel`, a `keras.Sequential`, a functional or a
-    subclassed `keras.Model`.
+    Any compiled Keras 3 model on the TensorFlow backend works, not only a
+    `customfit.CustomModel`.
 
     Args:
         model: The compiled Keras model to drive.

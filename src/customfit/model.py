@@ -2,19 +2,7 @@
 
 `CustomModel.train_step` is the step `keras.Model.fit` runs by default on the
 TensorFlow backend (Keras 3.15, `keras/src/backend/tensorflow/trainer.py`),
-with each stage a small public method. Override one hook to change one stage;
-the rest, and both drivers (`fit` and `ManualLoop`), stay the same.
-
-    train_step(data)
-      x, y, sample_weight = unpack(data)
-      with GradientTape:
-          y_pred = forward(x, training=True)
-          loss = compute_loss(x, y, y_pred, sample_weight, training=True)
-          track_loss(loss, x)
-          loss = optimizer.scale_loss(loss)        # mixed precision
-      gradients = compute_gradients(tape, loss, trainable_weights)
-      apply_gradients(gradients, trainable_weights)
-      return compute_metrics(x, y, y_pred, sample_weight)
+with each stage a small public method (docs/customizing.md draws the step).
 """
 
 from __future__ import annotations
@@ -40,17 +28,9 @@ class CustomModel(keras.Model):
     Use it as you would use `keras.Model`: subclass it (`__init__` + `call`)
     or call it functionally (`CustomModel(inputs, outputs)`). With no
     override it trains exactly as a plain `keras.Model` does, bitwise. To
-    change one stage of the step, override its hook:
-
-    | to change ...                   | override              |
-    | ------------------------------- | --------------------- |
-    | the forward pass                | `forward`             |
-    | the loss                        | `compute_loss`        |
-    | what the "loss" metric records  | `track_loss`          |
-    | how gradients are computed      | `compute_gradients`   |
-    | clipping, or a second optimizer | `apply_gradients`     |
-    | the whole step (a GAN)          | `train_step`          |
-
+    change one stage of the step, override its hook: `forward`,
+    `compute_loss`, `track_loss`, `compute_gradients`, `apply_gradients`, or
+    the whole `train_step` (docs/customizing.md: which hook for what).
     `keras.Model.fit` and `customfit.ManualLoop` both run these steps, so
     either driver gives the same weights.
 
@@ -234,10 +214,7 @@ class CustomModel(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def test_step(self, data: Any) -> dict[str, Any]:
-        """Runs one evaluation step on one batch; returns the metric results.
-
-        The model is called with `training=False`, so dropout and batch
-        normalization behave as at inference time.
+        """Runs one evaluation step (`training=False`); returns the metrics.
 
         Args:
             data: One batch: `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`.
@@ -330,13 +307,10 @@ class CustomModel(keras.Model):
         """
         if not self.optimizer.built:  # no variable creation inside tf.cond
             self.optimizer.build(variables)
-        verdicts = [tf.reduce_all(tf.math.is_finite(loss))]
-        verdicts += [
-            tf.reduce_all(tf.math.is_finite(g))
-            for g in gradients
-            if g is not None
-        ]
-        finite = tf.reduce_all(tf.stack(verdicts))
+        checked = [loss, *(g for g in gradients if g is not None)]
+        finite = tf.reduce_all(
+            tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in checked])
+        )
         context = tf.distribute.get_replica_context()
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             nonfinite = context.all_reduce(

@@ -106,12 +106,7 @@ def make_test_function(
 ) -> StepFunction:
     """Returns the function that runs `model.test_step` over a chunk.
 
-    Args:
-        model: A compiled Keras model.
-        run_eagerly: Overrides `model.run_eagerly` when not None.
-
-    Returns:
-        A `StepFunction` returning the last step's logs (a dict of tensors).
+    Takes and returns what `make_train_function` does.
     """
     return _make_function(model, model.test_step, run_eagerly)
 
@@ -121,24 +116,21 @@ def make_predict_function(
 ) -> StepFunction:
     """Returns the function that runs `model.predict_step` over a chunk.
 
-    As in fit, the predict step is XLA-compiled only when `jit_compile` is
-    True, and outputs of the replicas are concatenated.
+    As in fit, the step is XLA-compiled only when `jit_compile` is True.
 
     Args:
         model: A Keras model (it need not be compiled).
         run_eagerly: Overrides `model.run_eagerly` when not None.
 
     Returns:
-        A `StepFunction` returning the chunk's outputs as tensors (the same
-        structure as the model's output), concatenated as fit does.
+        A `StepFunction` returning the chunk's outputs (the structure of the
+        model's output), its steps' and replicas' concatenated as fit does.
     """
     strategy = model.distribute_strategy
     steps_per_execution = model.steps_per_execution or 1
     eager = _is_eager(model, run_eagerly)
 
-    def one_step(data):
-        return model.predict_step(data)
-
+    one_step = model.predict_step
     if not eager and model.jit_compile:
         one_step = tf.function(
             one_step, reduce_retracing=True, jit_compile=True
@@ -276,9 +268,7 @@ def _graph_chunk(one_step: Callable, steps_per_execution: int) -> Callable:
 
 def _zero_outputs(one_step: Callable, element_spec: Any) -> Any:
     """Zeros shaped like one step's outputs, or None if a shape is unknown."""
-    element_spec = keras.tree.map_structure(
-        _keras_compat.none_if_optional, element_spec
-    )
+    element_spec = _keras_compat.optionals_as_none(element_spec)
     concrete = one_step.get_concrete_function(element_spec)
     specs = tf.nest.flatten(concrete.structured_outputs)
     if not all(spec.shape.is_fully_defined() for spec in specs):
@@ -291,9 +281,7 @@ def _zero_outputs(one_step: Callable, element_spec: Any) -> Any:
 
 def _optionals_to_none(one_step: Callable) -> Callable:
     def call(data):
-        return one_step(
-            keras.tree.map_structure(_keras_compat.none_if_optional, data)
-        )
+        return one_step(_keras_compat.optionals_as_none(data))
 
     return call
 
