@@ -79,14 +79,35 @@ for driver in ("keras", "manual"):
 for a, b in zip(results[0][0], results[1][0], strict=True):
     np.testing.assert_array_equal(a, b)
 assert results[0][1] == results[1][1]
+
+
+class PythonIfOnATensor(CustomModel):
+    def predict_step(self, data):
+        if keras.ops.sum(data) > 0:  # autograph would make this a tf.cond
+            return self(data)
+        return -self(data)
+
+
+# As fit, the XLA predict step runs predict_step unconverted by autograph.
+model = PythonIfOnATensor(inputs, keras.layers.Dense(1)(inputs))
+model.compile(jit_compile=True)
+errors = []
+for predict in (model.predict, ManualLoop(model).predict):
+    try:
+        predict(x, batch_size=16, verbose=0)
+    except TypeError as error:
+        errors.append(type(error).__name__)
+assert errors == ["OperatorNotAllowedInGraphError"] * 2, errors
 print("XLA-OK")
 """
 
 
 @pytest.mark.slow
-def test_jit_compile_is_honoured_and_matches_fit():
+def test_jit_compile_is_honoured_and_matches_fit(tmp_path):
+    script = tmp_path / "xla_check.py"  # a file: autograph reads the source
+    script.write_text(XLA_SCRIPT)
     done = subprocess.run(
-        [sys.executable, "-c", XLA_SCRIPT],
+        [sys.executable, str(script)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -115,3 +136,4 @@ def test_reduce_per_replica_reduces_two_replicas_as_fit():
     assert float(mean["loss"]) == 2.0  # (1 + 3) / 2
     concat = steps.reduce_per_replica(values, strategy, "concat")
     np.testing.assert_array_equal(concat["y"], [[0.0], [0.0], [1.0], [1.0]])
+

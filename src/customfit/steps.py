@@ -130,7 +130,8 @@ def make_predict_function(
     steps_per_execution = model.steps_per_execution or 1
     eager = _is_eager(model, run_eagerly)
 
-    one_step = model.predict_step
+    # As in fit, autograph never converts predict_step, XLA or not.
+    one_step = tf.autograph.experimental.do_not_convert(model.predict_step)
     if not eager and model.jit_compile:
         one_step = tf.function(
             one_step, reduce_retracing=True, jit_compile=True
