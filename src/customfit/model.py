@@ -266,7 +266,8 @@ class CustomModel(keras.Model):
 
         Args:
             loss: The scalar loss of this batch, as `compute_loss` returned it.
-            x: The model's inputs, used only for the batch size.
+            x: The model's inputs, used only for the batch size (with
+                `skip_nonfinite_steps`, only their first tensor is passed).
         """
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if replicas > 1:
