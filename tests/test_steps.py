@@ -136,4 +136,3 @@ def test_reduce_per_replica_reduces_two_replicas_as_fit():
     assert float(mean["loss"]) == 2.0  # (1 + 3) / 2
     concat = steps.reduce_per_replica(values, strategy, "concat")
     np.testing.assert_array_equal(concat["y"], [[0.0], [0.0], [1.0], [1.0]])
-
