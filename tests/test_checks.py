@@ -585,3 +585,10 @@ def test_verbose_takes_what_fit_takes(verbose, capsys):
     keras_output = capsys.readouterr().out
     ManualLoop(models[1]).fit(X, Y, epochs=1, verbose=verbose)
     assert bool(capsys.readouterr().out) == bool(keras_output)
+
+
+@pytest.mark.parametrize("shuffle", [1, 0, np.int64(1)])
+def test_shuffle_takes_the_numbers_fit_reads_as_true_or_false(shuffle):
+    model = build()
+    ManualLoop(model).fit(X, Y, batch_size=8, shuffle=shuffle, verbose=0)
+    assert model.optimizer.iterations.numpy() == 5

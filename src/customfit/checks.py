@@ -276,7 +276,7 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument(
         "shuffle",
         _FIT,
-        (bool, str),
+        (bool, int, str),
         choices=(True, False, "batch"),
         **_REQUIRED,
     ),
@@ -449,7 +449,7 @@ def _domain_text(argument):
 
 
 def _in_domain(argument, value):
-    if argument.choices:  # verbose=True is 1, as in fit
+    if argument.choices:  # verbose=True is 1 and shuffle=1 is True, as in fit
         return value in argument.choices
     low, below = argument.low, argument.below
     return (low is None or value >= low) and (below is None or value < below)
